@@ -1,0 +1,2 @@
+//! Delta-state CRDTs (placeholder until the crdt issue lands).
+#![deny(missing_docs)]
