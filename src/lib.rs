@@ -12,3 +12,8 @@
 
 pub use meridian_clocks as clocks;
 pub use meridian_crdt as crdt;
+
+/// The README's code examples, compiled and run as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -124,7 +124,9 @@ impl FromStr for HlcTimestamp {
             input: s.chars().take(64).collect(),
             reason,
         };
-        let (time, counter) = s.rsplit_once('/').ok_or_else(|| err("missing '/COUNTER'"))?;
+        let (time, counter) = s
+            .rsplit_once('/')
+            .ok_or_else(|| err("missing '/COUNTER'"))?;
         let logical: u16 = counter
             .parse()
             .map_err(|_| err("counter is not an integer in 0..=65535"))?;
@@ -144,7 +146,9 @@ impl FromStr for HlcTimestamp {
             }
             p.parse().ok()
         };
-        let year = num(y, None).filter(|y| *y >= 1970).ok_or_else(|| err("bad year"))?;
+        let year = num(y, None)
+            .filter(|y| *y >= 1970)
+            .ok_or_else(|| err("bad year"))?;
         let month = num(m, Some(2))
             .filter(|m| (1..=12).contains(m))
             .ok_or_else(|| err("bad month"))?;
@@ -154,11 +158,18 @@ impl FromStr for HlcTimestamp {
         let (hms, milli) = clock
             .split_once('.')
             .ok_or_else(|| err("missing '.mmm' milliseconds"))?;
-        let milli = num(Some(milli), Some(3)).ok_or_else(|| err("milliseconds must be 3 digits"))?;
+        let milli =
+            num(Some(milli), Some(3)).ok_or_else(|| err("milliseconds must be 3 digits"))?;
         let mut hms = hms.split(':');
-        let h = num(hms.next(), Some(2)).filter(|h| *h < 24).ok_or_else(|| err("bad hour"))?;
-        let min = num(hms.next(), Some(2)).filter(|m| *m < 60).ok_or_else(|| err("bad minute"))?;
-        let sec = num(hms.next(), Some(2)).filter(|s| *s < 60).ok_or_else(|| err("bad second"))?;
+        let h = num(hms.next(), Some(2))
+            .filter(|h| *h < 24)
+            .ok_or_else(|| err("bad hour"))?;
+        let min = num(hms.next(), Some(2))
+            .filter(|m| *m < 60)
+            .ok_or_else(|| err("bad minute"))?;
+        let sec = num(hms.next(), Some(2))
+            .filter(|s| *s < 60)
+            .ok_or_else(|| err("bad second"))?;
         if hms.next().is_some() {
             return Err(err("bad time of day"));
         }
@@ -311,7 +322,11 @@ impl<C: PhysicalClock> Hlc<C> {
     /// Like [`resume`](Self::resume) but continues after `bound` however far ahead it is.
     /// Local timestamps stay monotonic, but peers will hold back this node's messages (they
     /// look `gap` ahead) until physical time catches up with the bound.
-    pub fn resume_past_bound_unchecked(clock: C, max_offset: Duration, bound: HlcTimestamp) -> Self {
+    pub fn resume_past_bound_unchecked(
+        clock: C,
+        max_offset: Duration,
+        bound: HlcTimestamp,
+    ) -> Self {
         let hlc = Self::new(clock, max_offset);
         hlc.last.store(bound.0, Ordering::SeqCst);
         hlc

@@ -1,1 +1,240 @@
-fn main(){}
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! ```text
+//! cargo xtask test [ARGS]   check prerequisites, then run every test (unit, property,
+//!                           integration, examples' smoke tests, benches in test mode, doc tests)
+//! cargo xtask demo [ARGS]   check prerequisites, then run the demo
+//! cargo xtask bench [ARGS]  run the criterion benches (release profile)
+//! cargo xtask setup         only check (and, as root with apt-get, install) prerequisites
+//! ```
+//!
+//! Prerequisites: `librocksdb-sys` (cart-store's storage) needs libclang to generate its
+//! bindings. When it is missing, `xtask` installs `libclang-dev` with apt-get if it runs as
+//! root, and otherwise prints the one command to run.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let mut args = env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_str() {
+        "test" => setup().and_then(|()| test(&rest)),
+        "demo" => setup().and_then(|()| demo(&rest)),
+        "bench" => cargo(&[&["bench", "-p", "meridian"], &strs(&rest)[..]].concat()),
+        "setup" => setup(),
+        "" | "help" | "-h" | "--help" => {
+            println!("{}", USAGE);
+            Ok(())
+        }
+        other => Err(format!("unknown task {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|setup> [ARGS]
+  test   check prerequisites, then run every test in the workspace
+  demo   check prerequisites, then run the demo
+  bench  run the criterion benches (release profile)
+  setup  check prerequisites (installs libclang-dev as root with apt-get)";
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: running cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed ({status})", args.join(" ")))
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Every test: all targets (libs, bins, integration tests, examples' smoke tests, and the
+/// benches run once each in test mode), then the doc tests, which `--all-targets` skips.
+fn test(rest: &[String]) -> Result<(), String> {
+    check_architecture()?;
+    let rest = strs(rest);
+    cargo(&[&["test", "--workspace", "--all-targets"], &rest[..]].concat())?;
+    cargo(&[&["test", "--workspace", "--doc"], &rest[..]].concat())
+}
+
+/// ARCHITECTURE.md's deliberate absences: the embeddable crates pull in no async runtime,
+/// network stack, storage engine or C/C++ build.
+fn check_architecture() -> Result<(), String> {
+    const FORBIDDEN: &[&str] = &[
+        "tokio",
+        "quinn",
+        "rustls",
+        "rocksdb",
+        "librocksdb-sys",
+        "cc",
+        "bindgen",
+        "cmake",
+    ];
+    for krate in ["meridian-clocks", "meridian-crdt"] {
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = Command::new(&cargo)
+            .args([
+                "tree",
+                "-p",
+                krate,
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+                "-f",
+                "{p}",
+            ])
+            .current_dir(workspace_root())
+            .output()
+            .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo tree -p {krate} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let bad: Vec<&str> = tree
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| FORBIDDEN.contains(name))
+            .collect();
+        if !bad.is_empty() {
+            return Err(format!(
+                "architecture invariant broken: {krate} depends on {bad:?}; the clocks and crdt \
+                 crates must build without an async runtime, network stack or C/C++ toolchain"
+            ));
+        }
+        let deps: std::collections::BTreeSet<&str> = tree.lines().skip(1).collect();
+        eprintln!(
+            "xtask: {krate}: {} dependencies, none forbidden",
+            deps.len()
+        );
+    }
+    Ok(())
+}
+
+fn demo(rest: &[String]) -> Result<(), String> {
+    let mut args = vec!["run", "-p", "meridian", "--example", "clock_drift", "--"];
+    args.extend(strs(rest));
+    cargo(&args)
+}
+
+fn setup() -> Result<(), String> {
+    if let Some(found) = find_libclang() {
+        eprintln!("xtask: libclang found at {}", found.display());
+        return Ok(());
+    }
+    let install = "apt-get update && apt-get install -y libclang-dev";
+    if !is_root() || !has("apt-get") {
+        return Err(format!(
+            "libclang is missing (librocksdb-sys needs it to build). Install it with:\n\n    \
+             sudo sh -c '{install}'\n\nor set LIBCLANG_PATH to the directory holding libclang.so"
+        ));
+    }
+    eprintln!("xtask: libclang is missing; installing libclang-dev with apt-get");
+    let ok = |mut c: Command| c.status().map(|s| s.success()).unwrap_or(false);
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-q"]);
+    let mut get = Command::new("apt-get");
+    get.args([
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "libclang-dev",
+    ])
+    .env("DEBIAN_FRONTEND", "noninteractive");
+    if !ok(update) || !ok(get) {
+        return Err(format!(
+            "installing libclang-dev failed; run `{install}` by hand"
+        ));
+    }
+    match find_libclang() {
+        Some(found) => {
+            eprintln!("xtask: libclang installed at {}", found.display());
+            Ok(())
+        }
+        None => Err("libclang-dev installed, but no libclang.so was found".to_owned()),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn has(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Looks where clang-sys (used by librocksdb-sys's bindgen) looks.
+fn find_libclang() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(p) = env::var_os("LIBCLANG_PATH") {
+        dirs.push(PathBuf::from(p));
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        let mut llvm: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("llvm"))
+            })
+            .map(|p| p.join("lib"))
+            .collect();
+        llvm.sort();
+        dirs.extend(llvm.into_iter().rev());
+    }
+    for d in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/local/lib",
+        "/usr/lib",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter().find_map(|dir| {
+        std::fs::read_dir(&dir).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_libclang = name.starts_with("libclang.so")
+                || (name.starts_with("libclang-")
+                    && !name.starts_with("libclang-cpp")
+                    && name.contains(".so"));
+            is_libclang.then(|| e.path())
+        })
+    })
+}
