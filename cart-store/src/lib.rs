@@ -1,0 +1,2 @@
+//! The cart-store node (placeholder until the cart-store issue lands).
+#![deny(missing_docs)]
