@@ -41,11 +41,13 @@ impl LamportClock {
     }
 
     /// The replica this clock belongs to.
+    #[inline]
     pub fn replica(&self) -> ReplicaId {
         self.replica
     }
 
     /// The last timestamp issued or observed (counter 0 before any event).
+    #[inline]
     pub fn current(&self) -> LamportTimestamp {
         LamportTimestamp {
             counter: self.counter,
