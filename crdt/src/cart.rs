@@ -1,0 +1,280 @@
+//! [`Cart`]: the shopping cart, with the merge semantics of DESIGN.md's table.
+
+use crate::dotstore::{validate_causal, DeltaContext, DotFun, DotMap, DotStore};
+use crate::{Error, Lattice, Validate};
+use meridian_clocks::{CausalContext, Dot, HlcTimestamp, ReplicaId};
+use serde::{Deserialize, Serialize};
+
+/// One event on a cart line, named by its dot.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Entry {
+    /// An `add(sku, n)`: `n` more on top of the base.
+    Add(u32),
+    /// A `set(sku, n)` with `n > 0` at HLC time `ts`: the line's base. The writer is the
+    /// dot's replica.
+    Set {
+        /// The quantity set.
+        n: u32,
+        /// When it was set; later wins, ties broken by replica id.
+        ts: HlcTimestamp,
+    },
+}
+
+/// A shopping cart: `sku → quantity`, mergeable in any order with the semantics of the
+/// table in DESIGN.md ("The cart: semantics when regions disagree").
+///
+/// # The rule
+///
+/// State is an observed-remove ("reset") map of Almeida et al.: one shared
+/// [`CausalContext`], and per sku a [`DotFun`] of [`Entry`]s.
+/// - Every `add` and every `set` with `n > 0` creates a dot.
+/// - `set`, `remove`, `clear` and [`checkout`](Cart::checkout) drop every dot of the line
+///   (of every line, for `clear` and checkout) that they observed. `set` then adds its own
+///   `Set` dot. `set(.., 0)` is `remove`.
+/// - A dot is live while no operation that observed it has dropped it.
+/// - A line's quantity is the `n` of its live `Set` with the highest `(ts, replica)` (0 if
+///   none) plus the sum of its live `Add`s, saturating at `u32::MAX`. Lines with quantity 0
+///   are absent from [`lines`](Cart::lines).
+///
+/// Hence `add ‖ add` sums; `add ‖ remove` keeps the unseen add; a remove that saw an add
+/// removes it for good (the removal lives in the context, which only grows, so a stale
+/// replica's copy of the dot is dropped on merge rather than resurrected); `set ‖ set` is
+/// last-writer-wins by HLC; `set(3) ‖ add(1)` gives 4; `clear ‖ add` keeps only the add.
+///
+/// # Concurrent `set` ‖ `remove`
+///
+/// `set(sku, 3)` in one region, concurrent with `remove(sku)` in another, gives **3**. The
+/// remove drops exactly the dots it observed, and it cannot have observed the concurrent
+/// set's dot, so the set survives. This is add-wins extended to sets, and it is the only
+/// answer that needs no coordination and no timestamps on removes: giving the remove the
+/// win would need a tombstone ordered against sets by time, and a delayed or skewed remove
+/// would then silently delete items that the customer set after it.
+///
+/// ```
+/// use meridian_crdt::{Cart, Lattice};
+/// use meridian_clocks::{HlcTimestamp, ReplicaId};
+/// let (virginia, tokyo) = (ReplicaId(1), ReplicaId(2));
+/// let mut v = Cart::default();
+/// v.add(virginia, "tea", 1);
+/// let mut t = v.clone();
+/// v.set(virginia, HlcTimestamp::new(1_000, 0), "tea", 3); // concurrent with …
+/// t.remove("tea");                                       // … this remove
+/// v.merge(&t);
+/// t.merge(&v);
+/// assert_eq!((v.quantity("tea"), t.quantity("tea")), (3, 3));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cart {
+    lines: DotMap<String, DotFun<Entry>>,
+    cc: CausalContext,
+}
+
+/// What a checkout observed: the lines it orders and exactly the dots behind them.
+///
+/// Take it with [`Cart::snapshot`], place the order from [`lines`](Snapshot::lines), then
+/// pass it to [`Cart::checkout`], which removes exactly those dots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    lines: Vec<(String, u32)>,
+    observed: CausalContext,
+}
+
+impl Snapshot {
+    /// The observed lines, sorted by sku, quantity > 0 only.
+    pub fn lines(&self) -> &[(String, u32)] {
+        &self.lines
+    }
+
+    /// True iff the snapshot holds no line (checking out an empty cart).
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The dots the snapshot observed.
+    pub fn observed(&self) -> &CausalContext {
+        &self.observed
+    }
+}
+
+/// The quantity of a line, in `u64` so that overflow can be detected.
+fn line_quantity(line: &DotFun<Entry>) -> u64 {
+    let mut base: Option<(HlcTimestamp, ReplicaId, u64, u32)> = None;
+    let mut adds = 0u64;
+    for (d, e) in line.entries() {
+        match *e {
+            Entry::Add(n) => adds += u64::from(n),
+            Entry::Set { n, ts } => {
+                let key = (ts, d.replica, d.counter, n);
+                if base.is_none_or(|b| key > b) {
+                    base = Some(key);
+                }
+            }
+        }
+    }
+    base.map_or(0, |b| u64::from(b.3)) + adds
+}
+
+fn saturate(q: u64) -> u32 {
+    u32::try_from(q).unwrap_or(u32::MAX)
+}
+
+impl Cart {
+    /// The empty cart.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `n` of `sku` on behalf of replica `r`; returns the delta: one entry and a context
+    /// holding only its dot. `n == 0` changes nothing and returns an empty delta.
+    pub fn add(&mut self, r: ReplicaId, sku: &str, n: u32) -> Cart {
+        if n == 0 {
+            return Cart::default();
+        }
+        let mut m = DeltaContext::new(&self.cc, r);
+        let d = m.next_dot();
+        let delta = Cart {
+            lines: DotMap::single(sku.to_string(), DotFun::single(d, Entry::Add(n))),
+            cc: m.into_context(),
+        };
+        self.apply_line(sku, &delta);
+        delta
+    }
+
+    /// Sets the quantity of `sku` to `n` at HLC time `ts` on behalf of `r`: drops the line's
+    /// observed dots and, if `n > 0`, adds a base of `n`. `n == 0` is [`remove`](Self::remove).
+    /// Returns the delta.
+    pub fn set(&mut self, r: ReplicaId, ts: HlcTimestamp, sku: &str, n: u32) -> Cart {
+        if n == 0 {
+            return self.remove(sku);
+        }
+        let mut m = DeltaContext::new(&self.cc, r);
+        if let Some(line) = self.lines.inner().get(sku) {
+            m.observe_store(line);
+        }
+        let d = m.next_dot();
+        let delta = Cart {
+            lines: DotMap::single(sku.to_string(), DotFun::single(d, Entry::Set { n, ts })),
+            cc: m.into_context(),
+        };
+        self.apply_line(sku, &delta);
+        delta
+    }
+
+    /// Removes the line `sku` as observed; returns the delta (no entry, only the dropped
+    /// dots). Concurrent adds and sets elsewhere survive.
+    pub fn remove(&mut self, sku: &str) -> Cart {
+        let mut delta = Cart::default();
+        if let Some(line) = self.lines.inner_mut().remove(sku) {
+            line.for_each_dot(&mut |d| delta.cc.insert(d));
+        }
+        delta
+    }
+
+    /// Removes every line as observed; returns the delta.
+    pub fn clear(&mut self) -> Cart {
+        let mut delta = Cart::default();
+        self.lines.for_each_dot(&mut |d| delta.cc.insert(d));
+        self.lines = DotMap::new();
+        delta
+    }
+
+    /// The lines as they are now, with the dots behind them, for [`checkout`](Self::checkout).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut observed = CausalContext::new();
+        self.lines.for_each_dot(&mut |d| observed.insert(d));
+        Snapshot {
+            lines: self.lines(),
+            observed,
+        }
+    }
+
+    /// Checkout: removes exactly the dots of `snapshot` (taken earlier, here or at any
+    /// replica) and returns the delta. Anything added since, here or concurrently elsewhere,
+    /// stays in the cart: nothing is lost, nothing is ordered twice.
+    pub fn checkout(&mut self, snapshot: &Snapshot) -> Cart {
+        let delta = Cart {
+            lines: DotMap::new(),
+            cc: snapshot.observed.clone(),
+        };
+        self.merge(&delta);
+        delta
+    }
+
+    fn apply_line(&mut self, sku: &str, delta: &Cart) {
+        self.lines
+            .join_key(&self.cc, &sku.to_string(), &delta.lines, &delta.cc);
+        self.cc.merge(&delta.cc);
+    }
+
+    /// The quantity of `sku`, 0 if absent.
+    pub fn quantity(&self, sku: &str) -> u32 {
+        self.lines
+            .inner()
+            .get(sku)
+            .map_or(0, |l| saturate(line_quantity(l)))
+    }
+
+    /// The lines, sorted by sku, with quantity > 0 only.
+    pub fn lines(&self) -> Vec<(String, u32)> {
+        self.lines
+            .iter()
+            .filter_map(|(sku, l)| {
+                let q = saturate(line_quantity(l));
+                (q > 0).then(|| (sku.clone(), q))
+            })
+            .collect()
+    }
+
+    /// The number of stored lines (including any whose quantity is 0).
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// True iff no line is stored.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The shared causal context: every add, set and removal seen.
+    pub fn context(&self) -> &CausalContext {
+        &self.cc
+    }
+
+    /// The live entries of `sku`, sorted by dot.
+    pub fn entries(&self, sku: &str) -> &[(Dot, Entry)] {
+        self.lines.inner().get(sku).map_or(&[], |l| l.entries())
+    }
+}
+
+impl Lattice for Cart {
+    fn merge(&mut self, other: &Self) {
+        self.lines.join(&self.cc, &other.lines, &other.cc);
+        self.cc.merge(&other.cc);
+    }
+}
+
+/// Rejects: a non-compact context, a dot outside the context or with counter 0, an empty
+/// line, an entry of quantity 0, and a line whose quantity exceeds `u32::MAX`.
+impl Validate for Cart {
+    fn validate(&self) -> Result<(), Error> {
+        validate_causal(&self.lines, &self.cc)?;
+        for (sku, line) in self.lines.iter() {
+            for (d, e) in line.entries() {
+                let n = match *e {
+                    Entry::Add(n) | Entry::Set { n, .. } => n,
+                };
+                if n == 0 {
+                    return Err(Error::Malformed {
+                        what: format!("line {sku:?} has an entry of quantity 0 at dot {d}"),
+                    });
+                }
+            }
+            if line_quantity(line) > u64::from(u32::MAX) {
+                return Err(Error::Overflow {
+                    what: format!("quantity of line {sku:?} exceeds u32::MAX"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! [`CausalCounter`]: a resettable counter stored in dots, the counter value of an
+//! [`OrMap`](crate::OrMap).
+
+use crate::dotstore::{DeltaContext, DotFun, DotStore};
+use crate::Error;
+use meridian_clocks::{CausalContext, Dot};
+use serde::{Deserialize, Serialize};
+
+/// A counter whose state is a dot store (the "causal counter" of Almeida et al. 2018), so it
+/// can live inside an [`OrMap`](crate::OrMap) and be reset by a remove.
+///
+/// Each replica keeps one live dot holding its running `(increments, decrements)`; an update
+/// replaces the replica's dot with a fresh one. A reset (an `OrMap` remove) drops every dot
+/// it observed.
+///
+/// **Concurrent reset ‖ increment.** The incrementing replica's fresh dot carries its whole
+/// running total, including the part the reset observed, so after the merge that replica's
+/// earlier contribution is back. This matches `crdts::Map<_, GCounter>` (whose reset keeps
+/// a replica's entry if it has grown). A reset that is not concurrent with any update
+/// removes everything it saw, for good.
+///
+/// ```
+/// use meridian_crdt::{CausalCounter, Lattice, OrMap};
+/// use meridian_clocks::ReplicaId;
+/// let mut likes: OrMap<&str, CausalCounter> = OrMap::new();
+/// likes.update(ReplicaId(1), "post-1", |c, m| c.inc(m, 2));
+/// likes.update(ReplicaId(1), "post-1", |c, m| c.dec(m, 1));
+/// assert_eq!(likes.get(&"post-1").map(CausalCounter::value), Some(1));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CausalCounter {
+    /// Dot ↦ (increments, decrements) of the dot's replica.
+    dots: DotFun<(u64, u64)>,
+}
+
+impl CausalCounter {
+    /// The zero counter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(&self, m: &mut DeltaContext<'_>, inc: u64, dec: u64) -> CausalCounter {
+        let r = m.replica();
+        let (mut p, mut n) = (0u64, 0u64);
+        for (d, (dp, dn)) in self.dots.entries() {
+            if d.replica == r {
+                p = p.saturating_add(*dp);
+                n = n.saturating_add(*dn);
+                m.observe(*d);
+            }
+        }
+        let d = m.next_dot();
+        CausalCounter {
+            dots: DotFun::single(d, (p.saturating_add(inc), n.saturating_add(dec))),
+        }
+    }
+
+    /// Delta mutator: adds `k`.
+    pub fn inc(&self, m: &mut DeltaContext<'_>, k: u64) -> CausalCounter {
+        self.update(m, k, 0)
+    }
+
+    /// Delta mutator: subtracts `k`.
+    pub fn dec(&self, m: &mut DeltaContext<'_>, k: u64) -> CausalCounter {
+        self.update(m, 0, k)
+    }
+
+    /// The value: the sum over live dots of increments minus decrements (exact in `i128`
+    /// for up to 2^63 dots, which is every possible state).
+    pub fn value(&self) -> i128 {
+        self.dots
+            .entries()
+            .iter()
+            .map(|(_, (p, n))| i128::from(*p) - i128::from(*n))
+            .sum()
+    }
+}
+
+impl DotStore for CausalCounter {
+    fn is_bottom(&self) -> bool {
+        self.dots.is_bottom()
+    }
+
+    fn join(&mut self, cc: &CausalContext, other: &Self, other_cc: &CausalContext) {
+        self.dots.join(cc, &other.dots, other_cc);
+    }
+
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
+        self.dots.for_each_dot(f);
+    }
+
+    fn validate_store(&self) -> Result<(), Error> {
+        self.dots.validate_store()
+    }
+}

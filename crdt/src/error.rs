@@ -1,0 +1,64 @@
+//! [`Error`]: why a remote state was rejected.
+
+use meridian_clocks::Dot;
+use std::fmt;
+
+/// Why [`Validate::validate`](crate::Validate::validate) (or decoding) rejected a state.
+///
+/// Merging never fails; this error is for states that arrive from the network or disk and
+/// break an invariant that every locally built state keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A store holds a dot that its own causal context does not contain ("a dot above its
+    /// context"). Merging it would let the dot be dropped or resurrected unpredictably.
+    DotOutsideContext {
+        /// The offending dot.
+        dot: Dot,
+    },
+    /// A dot with counter 0; counters start at 1.
+    ZeroCounter {
+        /// The offending dot.
+        dot: Dot,
+    },
+    /// A causal context whose dot cloud holds a dot that belongs in its version vector.
+    ContextNotCompact {
+        /// The cloud dot that should have been folded into the prefix.
+        dot: Dot,
+    },
+    /// A total that does not fit its type (for example the sum of a counter's entries
+    /// beyond `u64::MAX`, or a cart line beyond `u32::MAX`).
+    Overflow {
+        /// What overflowed.
+        what: String,
+    },
+    /// A structural invariant of the encoding is broken (unsorted or duplicate entries, an
+    /// empty entry that should have been omitted).
+    Malformed {
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::DotOutsideContext { dot } => {
+                write!(f, "dot {dot} is in the store but not in its causal context")
+            }
+            Error::ZeroCounter { dot } => {
+                write!(f, "dot {dot} has counter 0 (counters start at 1)")
+            }
+            Error::ContextNotCompact { dot } => {
+                write!(
+                    f,
+                    "causal context is not compact: cloud dot {dot} extends the prefix"
+                )
+            }
+            Error::Overflow { what } => write!(f, "overflow: {what}"),
+            Error::Malformed { what } => write!(f, "malformed state: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

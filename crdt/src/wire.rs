@@ -1,0 +1,44 @@
+//! The wire format: serde shapes, their version, and validation of what arrives.
+//!
+//! Every type of this crate derives serde, and that serde shape *is* the wire format.
+//! The crate itself depends on nothing but serde, so it names no binary codec; Meridian
+//! encodes with bincode 2 (`bincode::config::standard()`, varint integers) and uses JSON
+//! for humans. Frame each encoding with [`FORMAT_VERSION`] and pass every decoded remote
+//! value through [`accept`] before merging it:
+//!
+//! ```
+//! use meridian_crdt::{wire, Cart};
+//! use meridian_clocks::ReplicaId;
+//! let cfg = bincode::config::standard();
+//!
+//! let mut cart = Cart::default();
+//! let delta = cart.add(ReplicaId(1), "tea", 2);
+//! let mut bytes = vec![wire::FORMAT_VERSION];
+//! bytes.extend(bincode::serde::encode_to_vec(&delta, cfg)?);
+//! assert!(bytes.len() <= 48);
+//!
+//! // Receiving side: version, decode, validate, and only then merge.
+//! let (&version, body) = bytes.split_first().expect("non-empty");
+//! assert_eq!(version, wire::FORMAT_VERSION);
+//! let (decoded, _): (Cart, usize) = bincode::serde::decode_from_slice(body, cfg)?;
+//! let decoded = wire::accept(decoded)?;
+//! assert_eq!(decoded, delta);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Decoding itself rejects what cannot be represented (unsorted dot sets, a vector clock
+//! out of order, a bad timestamp in JSON); [`accept`] rejects the rest (a dot outside its
+//! context, a non-compact context, an overflowing counter or cart line). Golden vectors in
+//! `crdt/tests/wire.rs` pin the bincode and JSON forms of every type, so the format cannot
+//! drift unnoticed: changing them is a deliberate, versioned act.
+
+use crate::{Error, Validate};
+
+/// The version of the serde shapes of this crate's types. Bump it on any change to them.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Validates a value decoded from the network or disk, returning it if it is sound.
+pub fn accept<T: Validate>(value: T) -> Result<T, Error> {
+    value.validate()?;
+    Ok(value)
+}
