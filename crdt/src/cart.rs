@@ -253,6 +253,24 @@ impl Lattice for Cart {
     }
 }
 
+/// Rejects a non-compact context, and lines that are unsorted, duplicated or of quantity 0.
+impl Validate for Snapshot {
+    fn validate(&self) -> Result<(), Error> {
+        crate::dotstore::validate_context(&self.observed)?;
+        if !self.lines.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(Error::Malformed {
+                what: "snapshot lines not strictly sorted by sku".into(),
+            });
+        }
+        if let Some((sku, _)) = self.lines.iter().find(|(_, q)| *q == 0) {
+            return Err(Error::Malformed {
+                what: format!("snapshot line {sku:?} has quantity 0"),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Rejects: a non-compact context, a dot outside the context or with counter 0, an empty
 /// line, an entry of quantity 0, and a line whose quantity exceeds `u32::MAX`.
 impl Validate for Cart {

@@ -20,7 +20,8 @@
 //! // Receiving side: version, decode, validate, and only then merge.
 //! let (&version, body) = bytes.split_first().expect("non-empty");
 //! assert_eq!(version, wire::FORMAT_VERSION);
-//! let (decoded, _): (Cart, usize) = bincode::serde::decode_from_slice(body, cfg)?;
+//! let limited = cfg.with_limit::<{ wire::DECODE_BYTES_MAX }>();
+//! let (decoded, _): (Cart, usize) = bincode::serde::decode_from_slice(body, limited)?;
 //! let decoded = wire::accept(decoded)?;
 //! assert_eq!(decoded, delta);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -36,6 +37,10 @@ use crate::{Error, Validate};
 
 /// The version of the serde shapes of this crate's types. Bump it on any change to them.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The most bytes one decoded value may claim (1 MiB): a cart of 1000 lines is far
+/// smaller. Pass it to the decoder's limit.
+pub const DECODE_BYTES_MAX: usize = 1 << 20;
 
 /// Validates a value decoded from the network or disk, returning it if it is sound.
 pub fn accept<T: Validate>(value: T) -> Result<T, Error> {

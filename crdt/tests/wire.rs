@@ -1,0 +1,327 @@
+//! The wire format: golden bincode and JSON vectors for every type, decoding of garbage and
+//! truncated input (errors, never panics), and `validate()` on malformed remote states.
+
+use meridian_clocks::{CausalContext, Dot, HlcTimestamp, ReplicaId};
+use meridian_crdt::{
+    wire, AwSet, Cart, CausalCounter, Error, GCounter, GSet, Lattice, LwwRegister, MvRegister,
+    OrMap, PNCounter, Snapshot, Validate,
+};
+use proptest::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+
+const R1: ReplicaId = ReplicaId(1);
+const R2: ReplicaId = ReplicaId(2);
+
+fn cfg() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, cfg()).expect("encoding to a Vec cannot fail")
+}
+
+/// Decoding must bound what a length prefix can make it allocate: without the limit, a
+/// garbage length aborts the process (found by `garbage_never_panics`).
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let cfg = cfg().with_limit::<{ wire::DECODE_BYTES_MAX }>();
+    match bincode::serde::decode_from_slice::<T, _>(bytes, cfg) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok((_, used)) => Err(format!("{} trailing bytes", bytes.len() - used)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Golden vector check: the bincode bytes (hex) and the JSON text must not drift, and both
+/// must round-trip to an equal, valid value.
+#[track_caller]
+fn check<T>(value: &T, bincode_hex: &str, json: &str)
+where
+    T: Serialize + DeserializeOwned + Eq + Debug + Validate,
+{
+    let bytes = encode(value);
+    let text = serde_json::to_string(value).expect("json");
+    assert_eq!(
+        (hex(&bytes).as_str(), text.as_str()),
+        (bincode_hex, json),
+        "wire format drifted for {value:?}; if deliberate, bump wire::FORMAT_VERSION"
+    );
+    assert_eq!(&decode::<T>(&bytes).expect("bincode round trip"), value);
+    assert_eq!(
+        &serde_json::from_str::<T>(&text).expect("json round trip"),
+        value
+    );
+    value.validate().expect("golden values are valid");
+}
+
+fn ts() -> HlcTimestamp {
+    HlcTimestamp::new(1_700_000_000_123, 1)
+}
+
+fn sample_cart() -> Cart {
+    let mut c = Cart::default();
+    c.add(R1, "tea", 2);
+    c.set(R2, ts(), "coffee", 3);
+    c
+}
+
+#[test]
+fn golden_gcounter() {
+    let mut c = GCounter::new();
+    c.inc(R1, 3);
+    c.inc(R2, 300);
+    check(&c, "02010302fb2c01", r#"[[1,3],[2,300]]"#);
+}
+
+#[test]
+fn golden_pncounter() {
+    let mut c = PNCounter::new();
+    c.inc(R1, 5);
+    c.dec(R2, 2);
+    check(&c, "010105010202", r#"{"p":[[1,5]],"n":[[2,2]]}"#);
+}
+
+#[test]
+fn golden_gset() {
+    let mut s = GSet::new();
+    s.insert("a".to_string());
+    s.insert("b".to_string());
+    check(&s, "0201610162", r#"["a","b"]"#);
+}
+
+#[test]
+fn golden_lww_register() {
+    let mut r = LwwRegister::new();
+    r.set(R1, ts(), "x".to_string());
+    check(
+        &r,
+        "01fd01007b68e5cf8b01010178",
+        r#"["2023-11-14T22:13:20.123Z/1",1,"x"]"#,
+    );
+    check(&LwwRegister::<String>::new(), "00", r#"null"#);
+}
+
+#[test]
+fn golden_mv_register() {
+    let mut a = MvRegister::new();
+    a.write(R1, "a".to_string());
+    let mut b = MvRegister::new();
+    b.write(R2, "b".to_string());
+    a.merge(&b);
+    check(
+        &a,
+        "020101016102010162020101020100",
+        r#"{"store":[[{"replica":1,"counter":1},"a"],[{"replica":2,"counter":1},"b"]],"cc":{"vv":[[1,1],[2,1]],"cloud":[]}}"#,
+    );
+}
+
+#[test]
+fn golden_awset() {
+    let mut s = AwSet::new();
+    s.add(R1, "x".to_string());
+    s.add(R2, "y".to_string());
+    s.remove(&"x".to_string());
+    check(
+        &s,
+        "010179010201020101020100",
+        r#"{"store":{"y":[{"replica":2,"counter":1}]},"cc":{"vv":[[1,1],[2,1]],"cloud":[]}}"#,
+    );
+}
+
+#[test]
+fn golden_ormap() {
+    let mut m: OrMap<String, CausalCounter> = OrMap::new();
+    m.update(R1, "k".to_string(), |c, d| c.inc(d, 2));
+    m.update(R2, "k".to_string(), |c, d| c.dec(d, 1));
+    check(
+        &m,
+        "01016b020101020002010001020101020100",
+        r#"{"store":{"k":[[{"replica":1,"counter":1},[2,0]],[{"replica":2,"counter":1},[0,1]]]},"cc":{"vv":[[1,1],[2,1]],"cloud":[]}}"#,
+    );
+}
+
+#[test]
+fn golden_cart_and_deltas() {
+    let mut c = sample_cart();
+    check(
+        &c,
+        "0206636f666665650102010103fd01007b68e5cf8b01037465610101010002020101020100",
+        r#"{"lines":{"coffee":[[{"replica":2,"counter":1},{"Set":{"n":3,"ts":"2023-11-14T22:13:20.123Z/1"}}]],"tea":[[{"replica":1,"counter":1},{"Add":2}]]},"cc":{"vv":[[1,1],[2,1]],"cloud":[]}}"#,
+    );
+    let add = c.add(R1, "tea", 1);
+    check(
+        &add,
+        "0103746561010102000100010102",
+        r#"{"lines":{"tea":[[{"replica":1,"counter":2},{"Add":1}]]},"cc":{"vv":[],"cloud":[{"replica":1,"counter":2}]}}"#,
+    );
+    let rm = c.remove("tea");
+    check(
+        &rm,
+        "0001010200",
+        r#"{"lines":{},"cc":{"vv":[[1,2]],"cloud":[]}}"#,
+    );
+    let snap: Snapshot = c.snapshot();
+    check(
+        &snap,
+        "0106636f666665650301020100",
+        r#"{"lines":[["coffee",3]],"observed":{"vv":[[2,1]],"cloud":[]}}"#,
+    );
+}
+
+/// The `add` delta is at most 48 bytes and at least 10x smaller than a 20-line cart.
+#[test]
+fn cart_add_delta_is_small() {
+    let mut c = Cart::default();
+    for i in 0..20 {
+        c.add(ReplicaId(1 + i % 3), &format!("sku-{i:04}"), 1 + i as u32);
+    }
+    let delta = c.add(R1, "sku-0007", 1);
+    let (d, s) = (encode(&delta).len(), encode(&c).len());
+    println!("add delta {d} bytes, 20-line cart {s} bytes");
+    assert!(d <= 48, "delta is {d} bytes");
+    assert!(d * 10 <= s, "delta {d} bytes vs state {s} bytes");
+}
+
+#[test]
+fn truncated_encodings_are_errors() {
+    let c = sample_cart();
+    let bytes = encode(&c);
+    for n in 0..bytes.len() {
+        assert!(
+            decode::<Cart>(&bytes[..n]).is_err(),
+            "prefix of {n} bytes decoded"
+        );
+    }
+    let mut s = AwSet::new();
+    for i in 0..10u32 {
+        s.add(ReplicaId(u64::from(i % 3)), i);
+    }
+    let bytes = encode(&s);
+    for n in 0..bytes.len() {
+        assert!(
+            decode::<AwSet<u32>>(&bytes[..n]).is_err(),
+            "prefix of {n} bytes decoded"
+        );
+    }
+}
+
+/// Decodes `bytes` as `T`; if that succeeds, validates, and merges the value into a valid
+/// state if it validates. Nothing here may panic.
+fn poke<T: DeserializeOwned + Validate + Lattice + Clone>(bytes: &[u8], base: &T) {
+    if let Ok(v) = decode::<T>(bytes) {
+        if let Ok(v) = wire::accept(v) {
+            let mut b = base.clone();
+            b.merge(&v);
+            b.validate().expect("valid ⊔ valid is valid");
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+        poke::<Cart>(&bytes, &sample_cart());
+        poke::<AwSet<u32>>(&bytes, &AwSet::new());
+        poke::<OrMap<u8, CausalCounter>>(&bytes, &OrMap::new());
+        poke::<MvRegister<u8>>(&bytes, &MvRegister::new());
+        poke::<GCounter>(&bytes, &GCounter::new());
+        poke::<PNCounter>(&bytes, &PNCounter::new());
+        poke::<LwwRegister<u8>>(&bytes, &LwwRegister::new());
+        let _ = serde_json::from_slice::<Cart>(&bytes);
+    }
+
+    /// Flipping bytes of a real encoding: decode fails or yields something `validate`
+    /// judges; never a panic.
+    #[test]
+    fn corrupted_encodings_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+        let mut bytes = encode(&sample_cart());
+        for (i, b) in flips {
+            let n = bytes.len();
+            bytes[i % n] ^= b;
+        }
+        poke::<Cart>(&bytes, &sample_cart());
+    }
+}
+
+#[test]
+fn validate_rejects_dot_outside_context() {
+    let s: AwSet<u32> = serde_json::from_str(
+        r#"{"store":{"7":[{"replica":1,"counter":5}]},"cc":{"vv":[[1,4]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    assert_eq!(
+        s.validate(),
+        Err(Error::DotOutsideContext {
+            dot: Dot::new(R1, 5)
+        })
+    );
+    assert!(wire::accept(s).is_err());
+}
+
+#[test]
+fn validate_rejects_non_compact_context() {
+    let s: AwSet<u32> = serde_json::from_str(
+        r#"{"store":{},"cc":{"vv":[[1,4]],"cloud":[{"replica":1,"counter":5}]}}"#,
+    )
+    .expect("decodes");
+    assert_eq!(
+        s.validate(),
+        Err(Error::ContextNotCompact {
+            dot: Dot::new(R1, 5)
+        })
+    );
+}
+
+#[test]
+fn validate_rejects_zero_counter_dot() {
+    let s: AwSet<u32> = serde_json::from_str(
+        r#"{"store":{"1":[{"replica":1,"counter":0}]},"cc":{"vv":[[1,4]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    assert_eq!(
+        s.validate(),
+        Err(Error::ZeroCounter {
+            dot: Dot::new(R1, 0)
+        })
+    );
+}
+
+#[test]
+fn validate_rejects_counter_overflow() {
+    let c: GCounter = serde_json::from_str(&format!("[[1,{}],[2,1]]", u64::MAX)).expect("decodes");
+    assert!(matches!(c.validate(), Err(Error::Overflow { .. })));
+    assert_eq!(c.value(), u64::MAX, "value saturates");
+}
+
+#[test]
+fn validate_rejects_cart_overflow_and_zero_entries() {
+    let mut c = Cart::default();
+    c.add(R1, "tea", u32::MAX);
+    c.add(R2, "tea", 1);
+    let err = c.validate().unwrap_err();
+    assert!(err.to_string().contains("tea"), "{err}");
+    let zero: Cart = serde_json::from_str(
+        r#"{"lines":{"tea":[[{"replica":1,"counter":1},{"Add":0}]]},"cc":{"vv":[[1,1]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    assert!(matches!(zero.validate(), Err(Error::Malformed { .. })));
+}
+
+#[test]
+fn decoding_rejects_unsorted_dot_stores() {
+    let r = serde_json::from_str::<AwSet<u32>>(
+        r#"{"store":{"1":[{"replica":1,"counter":2},{"replica":1,"counter":1}]},"cc":{"vv":[[1,2]],"cloud":[]}}"#,
+    );
+    assert!(r.unwrap_err().to_string().contains("sorted"));
+}
+
+#[test]
+fn an_empty_context_is_valid() {
+    assert_eq!(Cart::default().validate(), Ok(()));
+    assert!(CausalContext::new().is_empty());
+}
