@@ -1,6 +1,8 @@
 //! [`AwSet`]: the add-wins observed-remove set, tombstone-free.
 
-use crate::dotstore::{validate_causal, DeltaContext, DotMap, DotSet, DotStore};
+use crate::dotstore::{
+    join_map, merge_context, validate_causal, DeltaContext, DotMap, DotSet, DotStore,
+};
 use crate::{Error, Lattice, Validate};
 use meridian_clocks::{CausalContext, ReplicaId};
 use serde::{Deserialize, Serialize};
@@ -92,7 +94,7 @@ impl<T: Ord + Clone + Debug> AwSet<T> {
         for k in delta.store.inner().keys() {
             self.store.join_key(&self.cc, k, &delta.store, &delta.cc);
         }
-        self.cc.merge(&delta.cc);
+        merge_context(&mut self.cc, &delta.cc);
     }
 
     /// True iff `x` is in the set.
@@ -128,8 +130,8 @@ impl<T: Ord + Clone + Debug> AwSet<T> {
 
 impl<T: Ord + Clone + Debug> Lattice for AwSet<T> {
     fn merge(&mut self, other: &Self) {
-        self.store.join(&self.cc, &other.store, &other.cc);
-        self.cc.merge(&other.cc);
+        join_map(&mut self.store, &self.cc, &other.store, &other.cc);
+        merge_context(&mut self.cc, &other.cc);
     }
 }
 

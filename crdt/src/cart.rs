@@ -1,6 +1,8 @@
 //! [`Cart`]: the shopping cart, with the merge semantics of DESIGN.md's table.
 
-use crate::dotstore::{validate_causal, DeltaContext, DotFun, DotMap, DotStore};
+use crate::dotstore::{
+    join_map, merge_context, validate_causal, DeltaContext, DotFun, DotMap, DotStore,
+};
 use crate::{Error, Lattice, Validate};
 use meridian_clocks::{CausalContext, Dot, HlcTimestamp, ReplicaId};
 use serde::{Deserialize, Serialize};
@@ -203,7 +205,7 @@ impl Cart {
     fn apply_line(&mut self, sku: &str, delta: &Cart) {
         self.lines
             .join_key(&self.cc, &sku.to_string(), &delta.lines, &delta.cc);
-        self.cc.merge(&delta.cc);
+        merge_context(&mut self.cc, &delta.cc);
     }
 
     /// The quantity of `sku`, 0 if absent.
@@ -248,8 +250,8 @@ impl Cart {
 
 impl Lattice for Cart {
     fn merge(&mut self, other: &Self) {
-        self.lines.join(&self.cc, &other.lines, &other.cc);
-        self.cc.merge(&other.cc);
+        join_map(&mut self.lines, &self.cc, &other.lines, &other.cc);
+        merge_context(&mut self.cc, &other.cc);
     }
 }
 

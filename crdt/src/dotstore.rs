@@ -128,6 +128,69 @@ pub(crate) fn validate_causal<S: DotStore>(store: &S, cc: &CausalContext) -> Res
     bad.map_or(Ok(()), Err)
 }
 
+/// Merges `other` into `cc`. A delta's context is usually a few cloud dots: inserting them
+/// one by one extends the prefix in place, without `CausalContext::merge`'s cloud rebuild.
+pub(crate) fn merge_context(cc: &mut CausalContext, other: &CausalContext) {
+    if other.version_vector().is_empty() && other.cloud().len() <= 8 {
+        for d in other.cloud() {
+            cc.insert(d);
+        }
+    } else {
+        cc.merge(other);
+    }
+}
+
+/// The dots of `cc` if there are at most `max` of them.
+fn small_context_dots(cc: &CausalContext, max: u64) -> Option<Vec<Dot>> {
+    let mut n = cc.cloud().len() as u64;
+    for (_, c) in cc.version_vector().iter() {
+        n = n.saturating_add(c);
+        if n > max {
+            return None;
+        }
+    }
+    let mut dots = Vec::with_capacity(n as usize);
+    for (r, c) in cc.version_vector().iter() {
+        dots.extend((1..=c).map(|i| Dot::new(r, i)));
+    }
+    dots.extend(cc.cloud());
+    Some(dots)
+}
+
+/// The causal join of two dot maps, `(store, cc) ⊔ (other, other_cc)`.
+///
+/// When `other` is a small delta whose context can only cover dots at `other`'s own keys
+/// (every dot of `other_cc` is in `other`'s store, or at one of those keys in `store`, or
+/// unseen by `cc`), only those keys are joined: O(k log n) instead of a walk over `store`.
+/// This relies on the invariant that one dot names one event, so it sits under one key.
+pub(crate) fn join_map<K: Ord + Clone + Debug, V: DotStore>(
+    store: &mut DotMap<K, V>,
+    cc: &CausalContext,
+    other: &DotMap<K, V>,
+    other_cc: &CausalContext,
+) {
+    const KEYS_MAX: usize = 8;
+    const DOTS_MAX: u64 = 32;
+    if other.len() <= KEYS_MAX {
+        if let Some(dots) = small_context_dots(other_cc, DOTS_MAX) {
+            let mut local = Vec::new();
+            for (k, v) in other.iter() {
+                v.for_each_dot(&mut |d| local.push(d));
+                if let Some(mine) = store.get(k) {
+                    mine.for_each_dot(&mut |d| local.push(d));
+                }
+            }
+            if dots.iter().all(|d| !cc.contains(d) || local.contains(d)) {
+                for k in other.0.keys() {
+                    store.join_key(cc, k, other, other_cc);
+                }
+                return;
+            }
+        }
+    }
+    store.join(cc, other, other_cc);
+}
+
 fn strictly_sorted<T, K: Ord>(xs: &[T], key: impl Fn(&T) -> K) -> bool {
     xs.windows(2).all(|w| key(&w[0]) < key(&w[1]))
 }
@@ -189,6 +252,19 @@ impl DotStore for DotSet {
                 .filter(|d| !cc.contains(d))
                 .copied()
                 .collect();
+            return;
+        }
+        if other.0.len() <= 4 {
+            // In place, no allocation: the common case of merging a delta.
+            self.0
+                .retain(|d| !other_cc.contains(d) || other.0.binary_search(d).is_ok());
+            for d in &other.0 {
+                if let Err(i) = self.0.binary_search(d) {
+                    if !cc.contains(d) {
+                        self.0.insert(i, *d);
+                    }
+                }
+            }
             return;
         }
         let (a, b) = (&self.0, &other.0);
@@ -325,6 +401,26 @@ impl<V: Clone + Debug + Ord> DotStore for DotFun<V> {
         }
         if other.0.is_empty() {
             self.0.retain(|(d, _)| !other_cc.contains(d));
+            return;
+        }
+        if other.0.len() <= 4 {
+            // In place, no allocation: the common case of merging a delta.
+            self.0
+                .retain(|(d, _)| !other_cc.contains(d) || other.get(d).is_some());
+            for (d, v) in &other.0 {
+                match self.0.binary_search_by(|(x, _)| x.cmp(d)) {
+                    Ok(i) => {
+                        if *v > self.0[i].1 {
+                            self.0[i].1 = v.clone();
+                        }
+                    }
+                    Err(i) => {
+                        if !cc.contains(d) {
+                            self.0.insert(i, (*d, v.clone()));
+                        }
+                    }
+                }
+            }
             return;
         }
         let a = std::mem::take(&mut self.0);

@@ -1,6 +1,6 @@
 //! [`OrMap`]: an observed-remove map whose values are dot stores sharing one context.
 
-use crate::dotstore::{validate_causal, DeltaContext, DotMap, DotStore};
+use crate::dotstore::{join_map, merge_context, validate_causal, DeltaContext, DotMap, DotStore};
 use crate::{Error, Lattice, Validate};
 use meridian_clocks::{CausalContext, ReplicaId};
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
         };
         // The delta's context covers dots of `key` only (and fresh ones): join that key.
         self.store.join_key(&self.cc, &key, &delta.store, &delta.cc);
-        self.cc.merge(&delta.cc);
+        merge_context(&mut self.cc, &delta.cc);
         delta
     }
 
@@ -131,8 +131,8 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
 
 impl<K: Ord + Clone + Debug, V: DotStore> Lattice for OrMap<K, V> {
     fn merge(&mut self, other: &Self) {
-        self.store.join(&self.cc, &other.store, &other.cc);
-        self.cc.merge(&other.cc);
+        join_map(&mut self.store, &self.cc, &other.store, &other.cc);
+        merge_context(&mut self.cc, &other.cc);
     }
 }
 
