@@ -581,8 +581,8 @@ fn report(args: &Args, run: &Run, g: &Grades) -> Result<()> {
          send):\n"
     );
     println!(
-        "{:>4}  {:<7} {:>7} {:>6}   {:<26} {:<13} {:<25} {}",
-        "msg", "route", "sent at", "delay", "wall clock", "Lamport", "HLC (l/c)", "vector clock"
+        "{:>4}  {:<7} {:>7} {:>6}   {:<26} {:<13} {:<25} vector clock",
+        "msg", "route", "sent at", "delay", "wall clock", "Lamport", "HLC (l/c)"
     );
     if rows.len() > args.rows_max {
         // Show the wrong ones first, then as many others as fit, in message order.
@@ -680,12 +680,8 @@ fn report(args: &Args, run: &Run, g: &Grades) -> Result<()> {
         run.messages.len()
     );
     println!(
-        "{:<13} {:<36} {:<27} {:<22} {}",
-        "method",
-        "causal pairs mis-ordered",
-        "concurrent pairs detected",
-        "max |stamp − true|",
-        "bytes per message"
+        "{:<13} {:<36} {:<27} {:<22} bytes per message",
+        "method", "causal pairs mis-ordered", "concurrent pairs detected", "max |stamp − true|",
     );
     let of = |x: u64, total: u64| format!("{x} of {total}");
     println!(
@@ -713,12 +709,11 @@ fn report(args: &Args, run: &Run, g: &Grades) -> Result<()> {
         lamport_len
     );
     println!(
-        "{:<13} {:<36} {:<27} {:<22} {}",
+        "{:<13} {:<36} {:<27} {:<22} {vc_avg:.0} on average, {vc_max} max (grows with nodes)",
         "vector clock",
         of(g.vc_violations, g.hb_pairs),
         of(g.vc_concurrent_detected, g.concurrent_pairs),
         "n/a (counts events)",
-        format!("{vc_avg:.0} on average, {vc_max} max (grows with nodes)")
     );
     println!(
         "{:<13} {:<36} {:<27} {:<22} {}",

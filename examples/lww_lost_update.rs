@@ -272,8 +272,8 @@ fn play(args: &Args, ops: &[Op]) -> Result<Outcome> {
         .collect();
 
     println!(
-        "{:>6}  {:<10} {:>10} {:>10}  {}",
-        "true", "region", "wall stamp", "HLC stamp", "what happens"
+        "{:>6}  {:<10} {:>10} {:>10}  what happens",
+        "true", "region", "wall stamp", "HLC stamp"
     );
     let mut in_flight: Vec<Replication> = Vec::new();
     let mut next_op = 0;
