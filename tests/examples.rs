@@ -216,3 +216,20 @@ fn lww_lost_update_loses_exactly_the_later_add() {
     let s = summary("lww_lost_update", &args, &out);
     assert_eq!(s["act1_wall_lww_lost"], "none", "{out}");
 }
+
+#[test]
+fn dynamo_cart_resurrects_the_delete_and_meridian_does_not() {
+    for seed in ["1", "2"] {
+        let args = ["--trials", "300", "--seed", seed];
+        let out = run("dynamo_cart", &args);
+        let s = summary("dynamo_cart", &args, &out);
+        let ctx = format!("dynamo_cart seed {seed}");
+        assert_eq!(num(&s, "story_dynamo_resurrected", &ctx), 1, "{out}");
+        assert_eq!(num(&s, "story_meridian_resurrected", &ctx), 0, "{out}");
+        // Union brings the item back whenever the other region also wrote during the
+        // partition (a concurrent sibling still holding it): in most variations.
+        assert!(num(&s, "trials_dynamo_resurrected", &ctx) > 75, "{out}");
+        assert_eq!(num(&s, "trials_meridian_resurrected", &ctx), 0, "{out}");
+        assert!(out.contains("deleted, and back in Dynamo's cart"), "{out}");
+    }
+}

@@ -77,6 +77,9 @@ fn workspace_root() -> PathBuf {
 fn test(rest: &[String]) -> Result<(), String> {
     check_architecture()?;
     let rest = strs(rest);
+    // The examples' smoke tests (tests/examples.rs) run the example binaries, which
+    // `cargo test --all-targets` builds only in test mode.
+    cargo(&["build", "-p", "meridian", "--examples"])?;
     cargo(&[&["test", "--workspace", "--all-targets"], &rest[..]].concat())?;
     cargo(&[&["test", "--workspace", "--doc"], &rest[..]].concat())
 }
