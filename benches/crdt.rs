@@ -117,14 +117,14 @@ fn awset_merge(c: &mut Criterion) {
 }
 
 /// Maps of 1k counters, three replicas' worth of increments, then 10% divergence.
-fn counter_maps() -> (
-    Vec<OrMap<u64, CausalCounter>>,
-    Vec<crdts::Map<u64, crdts::PNCounter<u64>, u64>>,
-) {
+type OurMap = OrMap<u64, CausalCounter>;
+type TheirMap = crdts::Map<u64, crdts::PNCounter<u64>, u64>;
+
+fn counter_maps() -> (Vec<OurMap>, Vec<TheirMap>) {
     const KEYS: u64 = 1_000;
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut o: OrMap<u64, CausalCounter> = OrMap::new();
-    let mut t: crdts::Map<u64, crdts::PNCounter<u64>, u64> = crdts::Map::new();
+    let mut o: OurMap = OrMap::new();
+    let mut t: TheirMap = crdts::Map::new();
     for k in 0..KEYS {
         let r = k % REPLICAS + 1;
         o.update(ReplicaId(r), k, |c, m| c.inc(m, 1));
