@@ -4,8 +4,9 @@ use crate::dotstore::{
     join_map, merge_context, validate_causal, DeltaContext, DotMap, DotSet, DotStore,
 };
 use crate::{Error, Lattice, Validate};
-use meridian_clocks::{CausalContext, ReplicaId};
-use serde::{Deserialize, Serialize};
+use meridian_clocks::{CausalContext, Dot, ReplicaId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 /// An add-wins observed-remove set (OR-set), with no tombstones.
@@ -33,8 +34,15 @@ use std::fmt::Debug;
 /// y.merge(&x);
 /// assert!(x.contains(&"milk") && x == y);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(bound(serialize = "T: Serialize", deserialize = "T: Deserialize<'de> + Ord"))]
+///
+/// # Encoding
+///
+/// Human-readable formats (JSON) get `{"store": {element: [dots]}, "cc": context}`. Binary
+/// formats (bincode) get the context and then the elements *in dot order*, as runs of
+/// consecutive counters of one replica: `[(replica, first_counter, [elements…])…]`. A set
+/// built by a few replicas is a few runs, so the dots cost almost nothing and an element
+/// costs its own encoding; `crdts::Orswot` spends a vector clock per element on top.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AwSet<T> {
     store: DotMap<T, DotSet>,
     cc: CausalContext,
@@ -138,5 +146,105 @@ impl<T: Ord + Clone + Debug> Lattice for AwSet<T> {
 impl<T: Ord + Clone + Debug> Validate for AwSet<T> {
     fn validate(&self) -> Result<(), Error> {
         validate_causal(&self.store, &self.cc)
+    }
+}
+
+/// The human-readable form.
+#[derive(Serialize)]
+struct PlainRef<'a, T> {
+    store: &'a DotMap<T, DotSet>,
+    cc: &'a CausalContext,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de> + Ord"))]
+struct Plain<T> {
+    store: DotMap<T, DotSet>,
+    cc: CausalContext,
+}
+
+/// The binary form: the context, then runs of consecutive dots.
+#[derive(Serialize)]
+struct CompactRef<'a, T> {
+    cc: &'a CausalContext,
+    runs: Vec<(ReplicaId, u64, Vec<&'a T>)>,
+}
+
+#[derive(Deserialize)]
+struct Compact<T> {
+    cc: CausalContext,
+    runs: Vec<(ReplicaId, u64, Vec<T>)>,
+}
+
+impl<T: Serialize + Ord> Serialize for AwSet<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return PlainRef {
+                store: &self.store,
+                cc: &self.cc,
+            }
+            .serialize(s);
+        }
+        let mut pairs: Vec<(Dot, &T)> = Vec::with_capacity(self.store.len());
+        for (x, dots) in self.store.inner() {
+            pairs.extend(dots.dots().iter().map(|d| (*d, x)));
+        }
+        pairs.sort_unstable_by_key(|p| p.0);
+        let mut runs: Vec<(ReplicaId, u64, Vec<&T>)> = Vec::new();
+        for (d, x) in pairs {
+            match runs.last_mut() {
+                Some((r, start, xs))
+                    if *r == d.replica && *start + xs.len() as u64 == d.counter =>
+                {
+                    xs.push(x)
+                }
+                _ => runs.push((d.replica, d.counter, vec![x])),
+            }
+        }
+        CompactRef { cc: &self.cc, runs }.serialize(s)
+    }
+}
+
+/// Binary decoding rejects runs that are unsorted, overlapping, empty, start at counter 0,
+/// or run past `u64::MAX`.
+impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for AwSet<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        if d.is_human_readable() {
+            let p = Plain::<T>::deserialize(d)?;
+            return Ok(AwSet {
+                store: p.store,
+                cc: p.cc,
+            });
+        }
+        let c = Compact::<T>::deserialize(d)?;
+        let mut dots: BTreeMap<T, Vec<Dot>> = BTreeMap::new();
+        let mut next = Dot::new(ReplicaId(0), 1); // the smallest dot the next run may start at
+        for (r, start, xs) in c.runs {
+            let len = xs.len() as u64;
+            let end = start
+                .checked_add(len)
+                .ok_or_else(|| D::Error::custom("set run overflows the dot counter"))?;
+            if start == 0 || len == 0 || Dot::new(r, start) < next {
+                return Err(D::Error::custom(
+                    "set runs must be non-empty, start at counter 1 or above, and be sorted without overlap",
+                ));
+            }
+            next = Dot::new(r, end);
+            for (i, x) in xs.into_iter().enumerate() {
+                // Runs come in dot order, so each element's dots arrive sorted.
+                dots.entry(x)
+                    .or_default()
+                    .push(Dot::new(r, start + i as u64));
+            }
+        }
+        let store = dots
+            .into_iter()
+            .map(|(x, ds)| (x, DotSet::from_sorted(ds)))
+            .collect();
+        Ok(AwSet {
+            store: DotMap::from_inner(store),
+            cc: c.cc,
+        })
     }
 }

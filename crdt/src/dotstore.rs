@@ -215,6 +215,12 @@ impl DotSet {
         DotSet(vec![d])
     }
 
+    /// From dots already strictly sorted (the caller checks).
+    pub(crate) fn from_sorted(v: Vec<Dot>) -> Self {
+        debug_assert!(strictly_sorted(&v, |d| *d));
+        DotSet(v)
+    }
+
     /// The dots, sorted.
     pub fn dots(&self) -> &[Dot] {
         &self.0
@@ -527,6 +533,10 @@ impl<K: Ord, V> DotMap<K, V> {
 
     pub(crate) fn inner_mut(&mut self) -> &mut BTreeMap<K, V> {
         &mut self.0
+    }
+
+    pub(crate) fn from_inner(m: BTreeMap<K, V>) -> Self {
+        DotMap(m)
     }
 }
 

@@ -128,9 +128,45 @@ fn golden_awset() {
     s.remove(&"x".to_string());
     check(
         &s,
-        "010179010201020101020100",
+        "020101020100010201010179",
         r#"{"store":{"y":[{"replica":2,"counter":1}]},"cc":{"vv":[[1,1],[2,1]],"cloud":[]}}"#,
     );
+}
+
+/// Binary runs: gaps, several replicas, an element with two dots.
+#[test]
+fn golden_awset_runs() {
+    let mut a = AwSet::new();
+    for x in [10u32, 11, 12, 13] {
+        a.add(R1, x);
+    }
+    a.remove(&11);
+    let mut b = AwSet::new();
+    b.add(R2, 10u32);
+    a.merge(&b);
+    check(
+        &a,
+        "020104020100030101010a0103020c0d0201010a",
+        r#"{"store":{"10":[{"replica":1,"counter":1},{"replica":2,"counter":1}],"12":[{"replica":1,"counter":3}],"13":[{"replica":1,"counter":4}]},"cc":{"vv":[[1,4],[2,1]],"cloud":[]}}"#,
+    );
+}
+
+proptest! {
+    /// Any reachable set round-trips through both encodings.
+    #[test]
+    fn awset_round_trips(ops in proptest::collection::vec((0u64..3, any::<bool>(), 0u8..12), 0..60)) {
+        let mut reps: [AwSet<u8>; 3] = Default::default();
+        for (i, (r, add, x)) in ops.iter().enumerate() {
+            let r = *r as usize;
+            if *add { reps[r].add(ReplicaId(r as u64), *x); } else { reps[r].remove(x); }
+            if i % 5 == 0 { let o = reps[r].clone(); reps[(r + 1) % 3].merge(&o); }
+        }
+        for s in &reps {
+            prop_assert_eq!(&decode::<AwSet<u8>>(&encode(s)).expect("bincode"), s);
+            let j = serde_json::to_string(s).expect("json");
+            prop_assert_eq!(&serde_json::from_str::<AwSet<u8>>(&j).expect("json"), s);
+        }
+    }
 }
 
 #[test]
