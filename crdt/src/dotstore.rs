@@ -1,7 +1,7 @@
 //! Dot stores (Almeida et al. 2018): the building blocks of the causal, tombstone-free types.
 //!
 //! A *causal* CRDT state is a pair `(store, context)`. The store holds the dots of live
-//! events (with payloads); the [`CausalContext`] holds every dot ever seen. Two states join
+//! events (with payloads); the [`CausalContext`](meridian_clocks::CausalContext) holds every dot ever seen. Two states join
 //! by keeping a dot if both stores have it, or if one store has it and the other side's
 //! context has not seen it (so the other side has not removed it). A removal therefore
 //! needs no tombstone: it is the absence of a dot from a store whose context covers it.

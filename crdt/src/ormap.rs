@@ -63,16 +63,32 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
     where
         F: FnOnce(&V, &mut DeltaContext<'_>) -> V,
     {
+        let bottom = V::default();
         let mut m = DeltaContext::new(&self.cc, r);
-        let store = self.store.update(key.clone(), &mut m, f);
-        let delta = OrMap {
-            store,
-            cc: m.into_context(),
-        };
+        let value_delta = f(self.store.get(&key).unwrap_or(&bottom), &mut m);
+        let cc = m.into_context();
         // The delta's context covers dots of `key` only (and fresh ones): join that key.
-        self.store.join_key(&self.cc, &key, &delta.store, &delta.cc);
-        merge_context(&mut self.cc, &delta.cc);
-        delta
+        let map = self.store.inner_mut();
+        match map.get_mut(&key) {
+            Some(v) => {
+                v.join(&self.cc, &value_delta, &cc);
+                if v.is_bottom() {
+                    map.remove(&key);
+                }
+            }
+            None => {
+                let mut v = V::default();
+                v.join(&self.cc, &value_delta, &cc);
+                if !v.is_bottom() {
+                    map.insert(key.clone(), v);
+                }
+            }
+        }
+        merge_context(&mut self.cc, &cc);
+        OrMap {
+            store: DotMap::single(key, value_delta),
+            cc,
+        }
     }
 
     /// Removes `key`, resetting every dot of its value that this replica observed; returns

@@ -3,8 +3,8 @@
 //! Every type of this crate derives serde, and that serde shape *is* the wire format.
 //! The crate itself depends on nothing but serde, so it names no binary codec; Meridian
 //! encodes with bincode 2 (`bincode::config::standard()`, varint integers) and uses JSON
-//! for humans. Frame each encoding with [`FORMAT_VERSION`] and pass every decoded remote
-//! value through [`accept`] before merging it:
+//! for humans. Frame each encoding with [`FORMAT_VERSION`](crate::wire::FORMAT_VERSION) and pass every decoded remote
+//! value through [`accept`](crate::wire::accept) before merging it:
 //!
 //! ```
 //! use meridian_crdt::{wire, Cart};
@@ -28,7 +28,7 @@
 //! ```
 //!
 //! Decoding itself rejects what cannot be represented (unsorted dot sets, a vector clock
-//! out of order, a bad timestamp in JSON); [`accept`] rejects the rest (a dot outside its
+//! out of order, a bad timestamp in JSON); [`accept`](crate::wire::accept) rejects the rest (a dot outside its
 //! context, a non-compact context, an overflowing counter or cart line). Golden vectors in
 //! `crdt/tests/wire.rs` pin the bincode and JSON forms of every type, so the format cannot
 //! drift unnoticed: changing them is a deliberate, versioned act.
