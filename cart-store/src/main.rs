@@ -1,4 +1,146 @@
-fn main() {
-    eprintln!("cart-store: not built yet");
-    std::process::exit(2);
+//! `cart-store`: run one region's node, or write development certificates.
+//!
+//! ```text
+//! cart-store serve --config FILE
+//! cart-store certs --out DIR --regions a,b,c
+//! ```
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use meridian_cart_store::server::Server;
+use meridian_cart_store::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cart-store",
+    version,
+    about = "One region of Meridian's cart service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Serve {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write a development CA and one certificate per region.
+    Certs {
+        /// Directory to write ca.pem, ca.key, <region>.pem and <region>.key into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated region names, e.g. virginia,frankfurt,tokyo.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+    },
+    /// Three regions in one process with a scripted story (not implemented yet).
+    Demo {
+        /// Keep the HTTP APIs up afterwards.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// A load generator (not implemented yet).
+    Load {
+        /// Anything; the generator is not implemented yet.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Certs { out, regions } => certs(out, &regions),
+        Command::Demo { .. } => Err(anyhow::anyhow!(
+            "`cart-store demo` is not implemented yet (it needs replication)"
+        )),
+        Command::Load { .. } => Err(anyhow::anyhow!("`cart-store load` is not implemented yet")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cart-store: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(out: PathBuf, regions: &[String]) -> anyhow::Result<()> {
+    let files = meridian_cart_store::certs::write_dev_certs(&out, regions)?;
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(&config_path)?;
+    for key in config.unknown_keys() {
+        tracing::warn!(key = %key, "unknown config key ignored (a typo?)");
+    }
+    if !config.peers.is_empty() {
+        tracing::warn!(
+            peers = config.peers.len(),
+            "peers are configured, but replication is not implemented yet; they are not contacted"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::open(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            region = %config.region,
+            node_id = config.node_id,
+            durability = ?config.durability,
+            data_dir = %config.data_dir.display(),
+            "listening on http://{addr}"
+        );
+        println!("cart-store: listening on http://{addr}");
+        server.run(listener, shutdown_signal()).await?;
+        tracing::info!("shut down cleanly");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

@@ -1,0 +1,228 @@
+//! The on-disk formats: every value the node writes to [`Storage`](crate::Storage).
+//!
+//! Values are one format-version byte ([`FORMAT_VERSION`]) followed by bincode 2 (standard
+//! config) of a serde type. Keys are raw bytes: cart ids and idempotency keys as UTF-8,
+//! sequence numbers as big-endian `u64` (so byte order is numeric order). A format change is
+//! deliberate: bump [`FORMAT_VERSION`], and the golden vectors below fail until updated.
+
+use crate::cart::Cart;
+use meridian_clocks::HlcTimestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The format version byte prefixed to every value, and stored under [`META_FORMAT`].
+pub const FORMAT_VERSION: u8 = 1;
+// Cart states and deltas are stored in the crdt's serde shape: a change there is a change
+// of this format too.
+const _: () = assert!(
+    meridian_crdt::wire::FORMAT_VERSION == 1,
+    "the crdt wire format changed: bump codec::FORMAT_VERSION and migrate stored carts"
+);
+
+/// Largest value the decoder accepts (the crdt's own decode limit).
+pub const VALUE_BYTES_MAX: usize = meridian_crdt::wire::DECODE_BYTES_MAX;
+
+/// Meta key: the format version (one byte).
+pub const META_FORMAT: &[u8] = b"format_version";
+/// Meta key: the node id that owns the data directory (big-endian `u64`).
+pub const META_NODE_ID: &[u8] = b"node_id";
+/// Meta key: an upper bound on every HLC timestamp issued (packed, big-endian `u64`).
+pub const META_HLC_BOUND: &[u8] = b"hlc_bound";
+/// Meta key: the last local sequence number used (big-endian `u64`).
+pub const META_SEQ: &[u8] = b"seq";
+
+/// A stored value that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(String);
+
+/// One entry of the outgoing delta log, keyed by the local sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaRecord {
+    /// The cart the delta applies to.
+    pub cart: String,
+    /// When the write happened.
+    pub hlc: HlcTimestamp,
+    /// The delta: merged into any replica, it has the write's effect.
+    pub delta: Cart,
+}
+
+/// Decodes a delta log entry and validates its delta.
+pub fn decode_delta_checked(bytes: &[u8]) -> Result<DeltaRecord, CodecError> {
+    let d = decode_delta(bytes)?;
+    meridian_crdt::wire::accept(d.delta.clone())
+        .map_err(|e| CodecError(format!("delta log entry: {e}")))?;
+    Ok(d)
+}
+
+/// The first answer to a request that carried an `Idempotency-Key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// When it was stored (ms since the epoch); it expires after the configured TTL.
+    pub created_ms: u64,
+    /// FNV-1a of method, path and body: a retry must be the same request.
+    pub fingerprint: u64,
+    /// The HTTP status of the first answer.
+    pub status: u16,
+    /// The JSON body of the first answer.
+    pub body: Vec<u8>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(v, &mut out, bincode::config::standard())
+        .expect("encoding to a Vec cannot fail");
+    out
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| CodecError(format!("{what}: empty value")))?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError(format!(
+            "{what}: format version {version}, this build reads {FORMAT_VERSION}"
+        )));
+    }
+    let config = bincode::config::standard().with_limit::<VALUE_BYTES_MAX>();
+    let (v, used) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| CodecError(format!("{what}: {e}")))?;
+    if used != body.len() {
+        return Err(CodecError(format!(
+            "{what}: {} trailing bytes after the value",
+            body.len() - used
+        )));
+    }
+    Ok(v)
+}
+
+/// Encodes a cart state.
+pub fn encode_cart(cart: &Cart) -> Vec<u8> {
+    encode(cart)
+}
+
+/// Decodes a cart state.
+pub fn decode_cart(bytes: &[u8]) -> Result<Cart, CodecError> {
+    let cart: Cart = decode("cart state", bytes)?;
+    meridian_crdt::wire::accept(cart).map_err(|e| CodecError(format!("cart state: {e}")))
+}
+
+/// Encodes a delta log entry.
+pub fn encode_delta(d: &DeltaRecord) -> Vec<u8> {
+    encode(d)
+}
+
+/// Decodes a delta log entry.
+pub fn decode_delta(bytes: &[u8]) -> Result<DeltaRecord, CodecError> {
+    decode("delta log entry", bytes)
+}
+
+/// Encodes an idempotency record.
+pub fn encode_idempotency(r: &IdempotencyRecord) -> Vec<u8> {
+    encode(r)
+}
+
+/// Decodes an idempotency record.
+pub fn decode_idempotency(bytes: &[u8]) -> Result<IdempotencyRecord, CodecError> {
+    decode("idempotency record", bytes)
+}
+
+/// A big-endian `u64`: delta log keys and numeric meta values.
+pub fn encode_u64(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+/// Reads [`encode_u64`].
+pub fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, CodecError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| CodecError(format!("{what}: expected 8 bytes, found {}", bytes.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// FNV-1a, 64 bits: a hash that is stable across builds and platforms (unlike std's).
+pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separator so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_clocks::ReplicaId;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn golden_idempotency_record() {
+        let r = IdempotencyRecord {
+            created_ms: 1_700_000_000_000,
+            fingerprint: 0x0102_0304_0506_0708,
+            status: 200,
+            body: b"{}".to_vec(),
+        };
+        let bytes = encode_idempotency(&r);
+        assert_eq!(
+            hex(&bytes),
+            "01fd0068e5cf8b010000fd0807060504030201c8027b7d"
+        );
+        assert_eq!(decode_idempotency(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn golden_keys_and_hash() {
+        assert_eq!(hex(&encode_u64(258)), "0000000000000102");
+        assert_eq!(decode_u64("seq", &encode_u64(u64::MAX)).unwrap(), u64::MAX);
+        assert_eq!(
+            fnv1a64(&[b"POST", b"/carts/a/items"]),
+            0xcadc_dea4_16bf_e998
+        );
+        assert_ne!(fnv1a64(&[b"ab", b"c"]), fnv1a64(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn cart_and_delta_round_trip() {
+        let mut cart = Cart::default();
+        let delta = cart.add(ReplicaId(7), "sku-1", 3);
+        assert_eq!(decode_cart(&encode_cart(&cart)).unwrap(), cart);
+        let rec = DeltaRecord {
+            cart: "c1".into(),
+            hlc: HlcTimestamp::new(5, 1),
+            delta,
+        };
+        assert_eq!(decode_delta(&encode_delta(&rec)).unwrap(), rec);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        let mut cart = Cart::default();
+        cart.add(ReplicaId(7), "sku-1", 3);
+        let good = encode_cart(&cart);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "empty value"),
+            (vec![9, 0, 0], "format version 9"),
+            ([good.clone(), vec![0]].concat(), "trailing bytes"),
+            (good[..good.len() - 2].to_vec(), "cart state"),
+            (vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "cart state"),
+        ];
+        for (bytes, want) in cases {
+            let err = decode_cart(&bytes).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        assert!(decode_u64("seq", &[1, 2])
+            .unwrap_err()
+            .to_string()
+            .contains("8 bytes"));
+    }
+}

@@ -1,0 +1,371 @@
+//! [`Config`]: the node's TOML configuration, with defaults for everything but identity.
+//!
+//! The keys of DESIGN.md (`region`, `node_id`, `data_dir`, `http_listen`, `peer_listen`,
+//! `[tls]`, `[[peers]]`) plus these top-level keys, all optional:
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `durability` | `"process"` | `"process"`: WAL written before the ack; `"fsync"`: group-committed fsync |
+//! | `body_bytes_max` | 65536 | largest request body |
+//! | `cart_lines_max` | 1000 | most lines in one cart |
+//! | `request_timeout_ms` | 5000 | per-request deadline (504 after it) |
+//! | `idempotency_ttl_secs` | 86400 | how long an `Idempotency-Key` is remembered |
+//! | `max_clock_offset_ms` | 500 | HLC max offset, also the restart bound check |
+//! | `clock_bound_override` | false | start even if the persisted HLC bound is too far ahead |
+//! | `write_batch_max` | 256 | most requests in one group-committed batch |
+//! | `write_queue_max` | 4096 | pending writes before 503 |
+//! | `causal_wait_ms` | 1000 | how long a request waits for its `Causal-Token` |
+//!
+//! Unknown keys are reported by [`Config::unknown_keys`] (the binary logs them as warnings)
+//! rather than refused, so a config written for a later version still starts.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a write is made durable before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The write-ahead log is written (not fsynced) before the ack: survives `kill -9`.
+    #[default]
+    Process,
+    /// Group commit: concurrent writes share one fsync; survives power loss.
+    Fsync,
+}
+
+/// TLS files for peer links (used by replication; not read yet).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A peer region (used by replication; not contacted yet).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's region name (its TLS name).
+    pub region: String,
+    /// The peer's QUIC address.
+    pub address: String,
+}
+
+/// The node's configuration. See the [module docs](self) for every key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Config {
+    /// Unique region name.
+    pub region: String,
+    /// Unique replica id, never reused.
+    pub node_id: u64,
+    /// Where RocksDB keeps its files.
+    pub data_dir: PathBuf,
+    /// HTTP API address.
+    pub http_listen: SocketAddr,
+    /// QUIC address for peers (replication; not bound yet).
+    #[serde(default)]
+    pub peer_listen: Option<String>,
+    /// TLS for peers.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Peer regions.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Durability mode.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Largest request body in bytes.
+    #[serde(default = "defaults::body_bytes_max")]
+    pub body_bytes_max: usize,
+    /// Most lines in one cart.
+    #[serde(default = "defaults::cart_lines_max")]
+    pub cart_lines_max: usize,
+    /// Per-request deadline in ms.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Idempotency record lifetime in seconds.
+    #[serde(default = "defaults::idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+    /// HLC max offset in ms.
+    #[serde(default = "defaults::max_clock_offset_ms")]
+    pub max_clock_offset_ms: u64,
+    /// Start even when the persisted HLC bound is further ahead than the max offset.
+    #[serde(default)]
+    pub clock_bound_override: bool,
+    /// Most writes in one storage batch.
+    #[serde(default = "defaults::write_batch_max")]
+    pub write_batch_max: usize,
+    /// Most writes waiting for the writer before requests get 503.
+    #[serde(default = "defaults::write_queue_max")]
+    pub write_queue_max: usize,
+    /// How long a request waits for the position its `Causal-Token` names, in ms.
+    #[serde(default = "defaults::causal_wait_ms")]
+    pub causal_wait_ms: u64,
+    #[serde(skip)]
+    unknown: Vec<String>,
+}
+
+/// Every top-level key [`Config`] reads.
+const KNOWN_KEYS: &[&str] = &[
+    "region",
+    "node_id",
+    "data_dir",
+    "http_listen",
+    "peer_listen",
+    "tls",
+    "peers",
+    "durability",
+    "body_bytes_max",
+    "cart_lines_max",
+    "request_timeout_ms",
+    "idempotency_ttl_secs",
+    "max_clock_offset_ms",
+    "clock_bound_override",
+    "write_batch_max",
+    "write_queue_max",
+    "causal_wait_ms",
+];
+
+mod defaults {
+    pub fn body_bytes_max() -> usize {
+        64 * 1024
+    }
+    pub fn cart_lines_max() -> usize {
+        1000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        5000
+    }
+    pub fn idempotency_ttl_secs() -> u64 {
+        24 * 3600
+    }
+    pub fn max_clock_offset_ms() -> u64 {
+        500
+    }
+    pub fn write_batch_max() -> usize {
+        256
+    }
+    pub fn write_queue_max() -> usize {
+        4096
+    }
+    pub fn causal_wait_ms() -> u64 {
+        1000
+    }
+}
+
+/// A config that cannot be used; the message names the file, key and fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config: `{key}` {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the TOML file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let parse_err = |e: toml::de::Error| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        };
+        let table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        let mut config: Config = toml::from_str(text).map_err(parse_err)?;
+        config.unknown = table
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Keys this version does not know (likely typos), sorted.
+    pub fn unknown_keys(&self) -> Vec<String> {
+        self.unknown.clone()
+    }
+
+    /// The HLC max offset.
+    pub fn max_clock_offset(&self) -> Duration {
+        Duration::from_millis(self.max_clock_offset_ms)
+    }
+
+    /// The per-request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !crate::validate::is_id(&self.region) {
+            return invalid(
+                "region",
+                "must be 1-128 characters of [A-Za-z0-9._:-], e.g. \"virginia\"",
+            );
+        }
+        if self.node_id == 0 {
+            return invalid("node_id", "must be a positive integer, unique per node");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        let ranges: [(&'static str, u64, u64, u64); 7] = [
+            ("body_bytes_max", self.body_bytes_max as u64, 256, 16 << 20),
+            ("cart_lines_max", self.cart_lines_max as u64, 1, 1_000_000),
+            ("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000),
+            (
+                "idempotency_ttl_secs",
+                self.idempotency_ttl_secs,
+                1,
+                365 * 86_400,
+            ),
+            (
+                "max_clock_offset_ms",
+                self.max_clock_offset_ms,
+                1,
+                3_600_000,
+            ),
+            ("write_batch_max", self.write_batch_max as u64, 1, 65_536),
+            ("write_queue_max", self.write_queue_max as u64, 1, 1_000_000),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if v < lo || v > hi {
+                return invalid(key, &format!("is {v}; allowed {lo}..={hi}"));
+            }
+        }
+        if self.causal_wait_ms > 600_000 {
+            return invalid("causal_wait_ms", "allowed 0..=600000");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+region = "virginia"
+node_id = 1
+data_dir = "data/virginia"
+http_listen = "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn design_example_parses_with_defaults() {
+        let text = r#"
+region = "virginia"           # unique name, also the TLS name of this node
+node_id = 1                   # unique ReplicaId, never reused
+data_dir = "data/virginia"
+http_listen = "127.0.0.1:8080"
+peer_listen = "127.0.0.1:9080"   # QUIC, UDP
+[tls]
+ca_cert = "certs/ca.pem"
+cert = "certs/virginia.pem"
+key = "certs/virginia.key"
+[[peers]]
+region = "frankfurt"
+address = "127.0.0.1:9081"
+"#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.region, "virginia");
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.durability, Durability::Process);
+        assert_eq!(c.cart_lines_max, 1000);
+        assert_eq!(c.idempotency_ttl_secs, 86_400);
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(
+            c.tls.as_ref().unwrap().cert,
+            PathBuf::from("certs/virginia.pem")
+        );
+        assert!(c.unknown_keys().is_empty());
+    }
+
+    #[test]
+    fn fsync_mode_and_unknown_keys() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}durability = \"fsync\"\ncart_lines_mx = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.durability, Durability::Fsync);
+        assert_eq!(c.unknown_keys(), vec!["cart_lines_mx".to_owned()]);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let cases = [
+            ("region = \"virginia\"\n", "missing field `node_id`"),
+            (
+                &format!("{MINIMAL}durability = \"sometimes\"\n"),
+                "unknown variant `sometimes`",
+            ),
+            (&MINIMAL.replace("node_id = 1", "node_id = 0"), "`node_id`"),
+            (
+                &MINIMAL.replace("127.0.0.1:8080", "localhost"),
+                "invalid socket address",
+            ),
+            (
+                &format!("{MINIMAL}cart_lines_max = 0\n"),
+                "`cart_lines_max` is 0",
+            ),
+            (&MINIMAL.replace("virginia\"", "vir ginia\""), "`region`"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = Config::load(Path::new("/nonexistent/cart.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cart.toml"), "{err}");
+    }
+}

@@ -1,0 +1,222 @@
+//! [`Storage`]: the key-value store under a node, with [`RocksStorage`] for production and
+//! [`MemStorage`] (which models crashes) for tests and simulation.
+//!
+//! A store has four column families ([`Cf`]). A local write is one [`Batch`] written
+//! atomically by [`Storage::write`]: either all of it is visible after a crash, or none.
+
+mod mem;
+mod rocks;
+
+pub use mem::MemStorage;
+pub use rocks::RocksStorage;
+
+/// A column family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// Cart id → encoded cart state.
+    Carts,
+    /// Local sequence number (big-endian) → encoded delta record: the outgoing delta log.
+    Log,
+    /// Idempotency key → encoded first response.
+    Idempotency,
+    /// Node id, format version, HLC upper bound, last sequence number.
+    Meta,
+}
+
+impl Cf {
+    /// Every column family.
+    pub const ALL: [Cf; 4] = [Cf::Carts, Cf::Log, Cf::Idempotency, Cf::Meta];
+
+    /// The RocksDB column family name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Carts => "carts",
+            Cf::Log => "delta_log",
+            Cf::Idempotency => "idempotency",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// One put or delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOp {
+    /// Where.
+    pub cf: Cf,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Writes applied atomically, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push(BatchOp {
+            cf,
+            key: key.into(),
+            value: Some(value),
+        });
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp {
+            cf,
+            key: key.into(),
+            value: None,
+        });
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    /// `true` iff there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// A storage engine failed; the message is the engine's.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+/// An ordered key-value store with column families and atomic batches.
+pub trait Storage: Send + Sync + 'static {
+    /// The value at `key`, if any.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Applies `batch` atomically. With `sync`, it is durable against power loss when this
+    /// returns; without, it survives a crash of the process but not of the machine.
+    fn write(&self, batch: &Batch, sync: bool) -> Result<(), StorageError>;
+
+    /// Calls `f(key, value)` for each entry with `key >= start`, in key order, until `f`
+    /// returns `false`.
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError>;
+
+    /// Makes everything written so far durable against power loss.
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get(cf, key)
+    }
+    fn write(&self, batch: &Batch, sync: bool) -> Result<(), StorageError> {
+        (**self).write(batch, sync)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        (**self).scan(cf, start, f)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+}
+
+/// Counts the entries of `cf`.
+pub fn count(s: &dyn Storage, cf: Cf) -> Result<u64, StorageError> {
+    let mut n = 0u64;
+    s.scan(cf, &[], &mut |_, _| {
+        n += 1;
+        true
+    })?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract every implementation meets.
+    pub(crate) fn check_contract(s: &dyn Storage) {
+        assert_eq!(s.get(Cf::Carts, b"a").unwrap(), None);
+        let mut b = Batch::new();
+        b.put(Cf::Carts, b"b".to_vec(), b"2".to_vec());
+        b.put(Cf::Carts, b"a".to_vec(), b"1".to_vec());
+        b.put(Cf::Log, 1u64.to_be_bytes(), b"d1".to_vec());
+        b.put(Cf::Meta, b"k".to_vec(), b"v".to_vec());
+        s.write(&b, false).unwrap();
+        assert_eq!(s.get(Cf::Carts, b"a").unwrap(), Some(b"1".to_vec()));
+        // Column families are separate namespaces.
+        assert_eq!(s.get(Cf::Idempotency, b"a").unwrap(), None);
+        let mut b = Batch::new();
+        b.delete(Cf::Carts, b"b".to_vec());
+        b.put(Cf::Carts, b"c".to_vec(), b"3".to_vec());
+        s.write(&b, true).unwrap();
+        let mut seen = vec![];
+        s.scan(Cf::Carts, b"", &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"c".to_vec(), b"3".to_vec())
+            ]
+        );
+        let mut from_b = vec![];
+        s.scan(Cf::Carts, b"b", &mut |k, _| {
+            from_b.push(k.to_vec());
+            false
+        })
+        .unwrap();
+        assert_eq!(from_b, vec![b"c".to_vec()]);
+        assert_eq!(count(s, Cf::Log).unwrap(), 1);
+        s.sync().unwrap();
+    }
+
+    #[test]
+    fn mem_storage_meets_the_contract() {
+        check_contract(&MemStorage::new());
+    }
+
+    #[test]
+    fn rocks_storage_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        check_contract(&RocksStorage::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn rocks_storage_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RocksStorage::open(dir.path()).unwrap();
+            let mut b = Batch::new();
+            b.put(Cf::Idempotency, b"k".to_vec(), b"v".to_vec());
+            s.write(&b, false).unwrap();
+        }
+        let s = RocksStorage::open(dir.path()).unwrap();
+        assert_eq!(s.get(Cf::Idempotency, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+}

@@ -1,0 +1,432 @@
+//! The sans-IO write path over `MemStorage`: semantics, validation, idempotency, group
+//! commit, crashes and startup checks.
+
+use meridian_cart_store::codec::{self, decode_delta_checked};
+use meridian_cart_store::{
+    Batch, Cart, Cf, Idempotency, MemStorage, Node, NodeConfig, NodeError, Op, OpenError, Storage,
+    WriteRequest,
+};
+use meridian_clocks::{ManualClock, ReplicaId};
+use serde_json::Value;
+use std::time::Duration;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn cfg() -> NodeConfig {
+    NodeConfig::new(ReplicaId(1))
+}
+
+fn open(s: &MemStorage, clock: &ManualClock) -> Node<MemStorage, ManualClock> {
+    Node::open(s.clone(), clock.clone(), cfg()).unwrap()
+}
+
+fn req(cart: &str, op: Op) -> WriteRequest {
+    WriteRequest {
+        cart: cart.into(),
+        op,
+        idempotency: None,
+    }
+}
+
+fn add(cart: &str, sku: &str, quantity: u64) -> WriteRequest {
+    req(
+        cart,
+        Op::Add {
+            sku: sku.into(),
+            quantity,
+        },
+    )
+}
+
+fn with_key(mut r: WriteRequest, key: &str, fingerprint: u64) -> WriteRequest {
+    r.idempotency = Some(Idempotency {
+        key: key.into(),
+        fingerprint,
+    });
+    r
+}
+
+fn lines<S: Storage>(node: &Node<S, ManualClock>, cart: &str) -> Vec<(String, u32)> {
+    node.read(cart)
+        .unwrap()
+        .lines
+        .into_iter()
+        .map(|l| (l.sku, l.quantity))
+        .collect()
+}
+
+fn l(sku: &str, q: u32) -> (String, u32) {
+    (sku.to_owned(), q)
+}
+
+fn body(reply: &meridian_cart_store::Reply) -> Value {
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
+#[test]
+fn every_operation_has_its_effect() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    assert!(lines(&node, "c").is_empty(), "a new cart is empty");
+    node.apply(add("c", "b", 2), false).unwrap();
+    node.apply(add("c", "a", 1), false).unwrap();
+    node.apply(add("c", "b", 3), false).unwrap();
+    assert_eq!(
+        lines(&node, "c"),
+        vec![l("a", 1), l("b", 5)],
+        "sorted by sku"
+    );
+    let set = |q| {
+        req(
+            "c",
+            Op::Set {
+                sku: "b".into(),
+                quantity: q,
+            },
+        )
+    };
+    node.apply(set(7), false).unwrap();
+    assert_eq!(lines(&node, "c"), vec![l("a", 1), l("b", 7)]);
+    node.apply(set(0), false).unwrap();
+    assert_eq!(lines(&node, "c"), vec![l("a", 1)]);
+    node.apply(req("c", Op::Remove { sku: "a".into() }), false)
+        .unwrap();
+    assert!(lines(&node, "c").is_empty());
+    node.apply(add("c", "x", 1), false).unwrap();
+    let r = node.apply(req("c", Op::Clear), false).unwrap();
+    assert_eq!(body(&r)["lines"], serde_json::json!([]));
+    assert!(lines(&node, "c").is_empty());
+    assert_eq!(node.last_seq(), 8);
+    assert_eq!(node.log_len(), 8);
+    assert_eq!(node.carts_stored(), 1);
+}
+
+#[test]
+fn replies_carry_the_cart_and_a_token() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    let r = node.apply(add("cart-1", "sku-1", 2), false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.replayed);
+    assert_eq!(
+        body(&r),
+        serde_json::json!({"cart": "cart-1", "lines": [{"sku": "sku-1", "quantity": 2}], "token": "v1:1=1"})
+    );
+    assert_eq!(node.token().to_string(), "v1:1=1");
+}
+
+#[test]
+fn checkout_orders_exactly_the_observed_lines() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    let err = node.apply(req("c", Op::Checkout), false).unwrap_err();
+    assert!(matches!(err, NodeError::EmptyCart(_)), "{err}");
+    node.apply(add("c", "a", 2), false).unwrap();
+    node.apply(add("c", "b", 1), false).unwrap();
+    // In one batch: checkout, then an add the checkout did not observe.
+    let out = node.apply_batch(vec![req("c", Op::Checkout), add("c", "a", 5)], false);
+    let order = body(out[0].as_ref().unwrap());
+    assert_eq!(order["order"], "order-1-3");
+    assert_eq!(order["cart"], "c");
+    assert_eq!(
+        order["lines"],
+        serde_json::json!([{"sku": "a", "quantity": 2}, {"sku": "b", "quantity": 1}])
+    );
+    assert_eq!(
+        lines(&node, "c"),
+        vec![l("a", 5)],
+        "the later add stays in the cart"
+    );
+}
+
+#[test]
+fn invalid_requests_are_refused_and_write_nothing() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    let cases: Vec<(WriteRequest, &str)> = vec![
+        (add("bad cart", "a", 1), "cart id"),
+        (add("..", "a", 1), "path segment"),
+        (add(&"c".repeat(129), "a", 1), "129 bytes"),
+        (add("c", "a/b", 1), "sku"),
+        (add("c", "", 1), "sku is empty"),
+        (add("c", "a", 0), "add takes 1..=10000"),
+        (add("c", "a", 10_001), "add takes 1..=10000"),
+        (
+            req(
+                "c",
+                Op::Set {
+                    sku: "a".into(),
+                    quantity: 10_001,
+                },
+            ),
+            "set takes 0..=10000",
+        ),
+    ];
+    for (r, want) in cases {
+        let e = node.apply(r, false).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} should contain {want:?}");
+    }
+    assert_eq!(node.last_seq(), 0);
+    assert_eq!(s.unsynced_writes(), 0, "nothing was written");
+}
+
+#[test]
+fn a_cart_holds_at_most_cart_lines_max_lines() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut config = cfg();
+    config.cart_lines_max = 2;
+    let mut node = Node::open(s, clock, config).unwrap();
+    node.apply(add("c", "a", 1), false).unwrap();
+    node.apply(add("c", "b", 1), false).unwrap();
+    let e = node.apply(add("c", "c", 1), false).unwrap_err();
+    assert!(matches!(e, NodeError::CartFull { max: 2, .. }), "{e}");
+    // Existing lines can still grow, and a set of an existing line is fine.
+    node.apply(add("c", "a", 1), false).unwrap();
+    let set_new = req(
+        "c",
+        Op::Set {
+            sku: "z".into(),
+            quantity: 1,
+        },
+    );
+    assert!(matches!(
+        node.apply(set_new, false),
+        Err(NodeError::CartFull { .. })
+    ));
+    assert_eq!(lines(&node, "c"), vec![l("a", 2), l("b", 1)]);
+}
+
+#[test]
+fn idempotent_retry_returns_the_first_answer_and_applies_once() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    let first = node
+        .apply(with_key(add("c", "a", 2), "k1", 42), true)
+        .unwrap();
+    node.apply(add("c", "b", 1), true).unwrap();
+    let retry = node
+        .apply(with_key(add("c", "a", 2), "k1", 42), true)
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.body, first.body, "the first answer, byte for byte");
+    assert_eq!(lines(&node, "c"), vec![l("a", 2), l("b", 1)]);
+    let e = node
+        .apply(with_key(add("c", "a", 3), "k1", 43), true)
+        .unwrap_err();
+    assert!(matches!(e, NodeError::IdempotencyMismatch(_)), "{e}");
+
+    // Across a power failure (it was synced) and restart.
+    let mut node = open(&s.crash(), &clock);
+    let again = node
+        .apply(with_key(add("c", "a", 2), "k1", 42), true)
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.body, first.body);
+    assert_eq!(lines(&node, "c"), vec![l("a", 2), l("b", 1)]);
+}
+
+#[test]
+fn duplicate_keys_in_one_batch_apply_once() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    let out = node.apply_batch(
+        vec![
+            with_key(add("c", "a", 2), "k", 1),
+            with_key(add("c", "a", 2), "k", 1),
+        ],
+        true,
+    );
+    assert!(!out[0].as_ref().unwrap().replayed);
+    assert!(out[1].as_ref().unwrap().replayed);
+    assert_eq!(lines(&node, "c"), vec![l("a", 2)]);
+}
+
+#[test]
+fn idempotency_records_expire_after_the_ttl() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut config = cfg();
+    config.idempotency_ttl = Duration::from_secs(60);
+    let mut node = Node::open(s.clone(), clock.clone(), config).unwrap();
+    node.apply(with_key(add("c", "a", 1), "k", 7), false)
+        .unwrap();
+    clock.advance(59_000);
+    assert!(
+        node.apply(with_key(add("c", "a", 1), "k", 7), false)
+            .unwrap()
+            .replayed
+    );
+    assert_eq!(node.sweep_idempotency(100).unwrap(), 0);
+    clock.advance(1_000);
+    // Expired: the same key is a new request now.
+    let r = node
+        .apply(with_key(add("c", "a", 1), "k", 7), false)
+        .unwrap();
+    assert!(!r.replayed);
+    assert_eq!(lines(&node, "c"), vec![l("a", 2)]);
+    clock.advance(60_000);
+    assert_eq!(node.sweep_idempotency(100).unwrap(), 1);
+    assert_eq!(s.get(Cf::Idempotency, b"k").unwrap(), None);
+}
+
+#[test]
+fn a_batch_is_one_atomic_storage_write() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    s.sync().unwrap();
+    let out = node.apply_batch(
+        vec![
+            add("c1", "a", 1),
+            add("c1", "a", 2),
+            add("bad id", "a", 1),
+            add("c2", "b", 3),
+        ],
+        false,
+    );
+    assert!(out[2].is_err());
+    assert_eq!(s.unsynced_writes(), 1, "one batch for the whole group");
+    assert_eq!(
+        lines(&node, "c1"),
+        vec![l("a", 3)],
+        "writes to one cart chain"
+    );
+    assert_eq!(node.last_seq(), 3);
+    assert_eq!(node.carts_stored(), 2);
+    // Each accepted write has its delta in the log, keyed by sequence number, and the
+    // deltas replay to the stored state (delta = state).
+    let mut replay = std::collections::BTreeMap::<String, Cart>::new();
+    let mut seqs = vec![];
+    s.scan(Cf::Log, &[], &mut |k, v| {
+        seqs.push(codec::decode_u64("seq", k).unwrap());
+        let d = decode_delta_checked(v).unwrap();
+        meridian_cart_store::cart::Lattice::merge(
+            replay.entry(d.cart.clone()).or_default(),
+            &d.delta,
+        );
+        true
+    })
+    .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(replay["c1"].lines(), vec![l("a", 3)]);
+    assert_eq!(replay["c2"].lines(), vec![l("b", 3)]);
+}
+
+#[test]
+fn a_crash_loses_exactly_the_unsynced_writes() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    node.apply(add("c", "a", 1), true).unwrap();
+    node.apply(add("c", "b", 1), false).unwrap();
+    // A process crash keeps the unsynced write (it reached the OS)...
+    let node2 = open(&s.reopen(), &clock);
+    assert_eq!(lines(&node2, "c"), vec![l("a", 1), l("b", 1)]);
+    assert_eq!(node2.last_seq(), 2);
+    // ...a power failure does not, and the node resumes from the synced sequence.
+    let mut node3 = open(&s.crash(), &clock);
+    assert_eq!(lines(&node3, "c"), vec![l("a", 1)]);
+    assert_eq!(node3.last_seq(), 1);
+    node3.apply(add("c", "z", 1), true).unwrap();
+    assert_eq!(node3.last_seq(), 2);
+}
+
+#[test]
+fn the_hlc_resumes_above_the_persisted_bound() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    node.apply(add("c", "a", 1), true).unwrap();
+    let issued = node.hlc().last();
+    // The wall clock steps back 300 ms (within max offset) across the restart.
+    clock.set(T0 - 300);
+    let node = open(&s, &clock);
+    assert!(node.hlc().now() > issued);
+}
+
+#[test]
+fn startup_refuses_a_bound_too_far_ahead_unless_overridden() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    node.apply(add("c", "a", 1), true).unwrap();
+    clock.set(T0 - 3_600_000);
+    let e = Node::open(s.clone(), clock.clone(), cfg()).unwrap_err();
+    assert!(matches!(e, OpenError::Clock(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("3600000 ms ahead"), "{msg}");
+    assert!(msg.contains("clock_bound_override"), "{msg}");
+    let mut config = cfg();
+    config.clock_bound_override = true;
+    let node = Node::open(s, clock, config).unwrap();
+    assert_eq!(lines(&node, "c"), vec![l("a", 1)]);
+}
+
+#[test]
+fn a_store_of_another_node_is_refused() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    open(&s, &clock);
+    let e = Node::open(s, clock, NodeConfig::new(ReplicaId(2))).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OpenError::WrongNode {
+                found: 1,
+                configured: 2
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("belongs to node_id 1"), "{e}");
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    open(&s, &clock);
+    let mut b = Batch::new();
+    b.put(Cf::Meta, codec::META_FORMAT, vec![9]);
+    s.write(&b, true).unwrap();
+    let e = Node::open(s, clock, cfg()).unwrap_err();
+    assert!(matches!(e, OpenError::FormatVersion { .. }), "{e}");
+}
+
+#[test]
+fn a_corrupt_cart_is_an_error_for_that_cart_only() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    node.apply(add("good", "a", 1), false).unwrap();
+    node.apply(add("bad", "a", 1), false).unwrap();
+    let mut bytes = s.get(Cf::Carts, b"bad").unwrap().unwrap();
+    let last = bytes.len() - 1;
+    bytes[1] ^= 0xff;
+    bytes[last] ^= 0xff;
+    bytes.truncate(last - 1);
+    let mut b = Batch::new();
+    b.put(Cf::Carts, b"bad".to_vec(), bytes);
+    s.write(&b, false).unwrap();
+    let e = node.read("bad").unwrap_err();
+    assert!(matches!(e, NodeError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("\"bad\""), "{e}");
+    let e = node.apply(add("bad", "b", 1), false).unwrap_err();
+    assert!(matches!(e, NodeError::Corrupt { .. }), "{e}");
+    assert_eq!(lines(&node, "good"), vec![l("a", 1)]);
+    node.apply(add("good", "b", 1), false).unwrap();
+}
+
+#[test]
+fn the_idempotency_sweep_is_bounded_and_resumes() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut config = cfg();
+    config.idempotency_ttl = Duration::from_secs(1);
+    let mut node = Node::open(s.clone(), clock.clone(), config).unwrap();
+    for i in 0..5 {
+        node.apply(with_key(add("c", "a", 1), &format!("k{i}"), 1), false)
+            .unwrap();
+    }
+    clock.advance(2_000);
+    node.apply(with_key(add("c", "a", 1), "fresh", 1), false)
+        .unwrap();
+    let mut deleted = vec![];
+    for _ in 0..4 {
+        deleted.push(node.sweep_idempotency(2).unwrap());
+    }
+    assert!(deleted.iter().all(|d| *d <= 2), "{deleted:?}");
+    assert_eq!(deleted.iter().sum::<usize>(), 5, "{deleted:?}");
+    assert!(s.get(Cf::Idempotency, b"fresh").unwrap().is_some());
+}
