@@ -301,6 +301,10 @@ fn crash_test(durability: &str) {
     stop.store(true, Ordering::Relaxed);
     let results: Vec<(u64, u64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let total_acked: u64 = results.iter().map(|r| r.0).sum();
+    let total_sent: u64 = results.iter().map(|r| r.1).sum();
+    eprintln!(
+        "{durability}: {total_acked} writes acknowledged of {total_sent} sent before kill -9"
+    );
     assert!(
         total_acked > 20,
         "too little load before the kill: {total_acked}"
