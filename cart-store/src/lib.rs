@@ -43,6 +43,7 @@
 //! | [`node`] | the sans-IO write path |
 //! | [`server`] | the HTTP driver: axum routes, one writer thread, metrics, shutdown |
 //! | [`certs`] | the development CA of `cart-store certs` |
+//! | [`load`] | the load generator of `cart-store load` |
 //!
 //! # Durability
 //!
@@ -61,6 +62,7 @@ pub mod cart;
 pub mod certs;
 pub mod codec;
 pub mod config;
+pub mod load;
 pub mod node;
 pub mod server;
 pub mod storage;

@@ -387,10 +387,54 @@ fn bad_config_and_unbuilt_commands_fail_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("node_id"), "{err}");
-    for cmd in ["demo", "load"] {
-        let out = Command::new(BIN).arg(cmd).output().unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not implemented yet"), "{cmd}: {err}");
-    }
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not implemented yet"), "demo: {err}");
+}
+
+#[test]
+fn load_drives_a_node_and_writes_a_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), 1, "");
+    let json_path = dir.path().join("load.json");
+    let out = Command::new(BIN)
+        .args(["load", "--target", &node.base])
+        .args(["--concurrency", "4", "--duration", "700ms", "--carts", "20"])
+        .args([
+            "--mix",
+            "add=50,set=10,remove=10,read=20,checkout=10",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("p99.9"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["p99_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
+    // The node took the writes.
+    let metrics = client()
+        .get(node.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !metrics.contains("cart_store_delta_log_length 0"),
+        "{metrics}"
+    );
+    let out = Command::new(BIN)
+        .args(["load", "--mix", "buy=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown operation"));
 }

@@ -1,0 +1,356 @@
+//! [`run_load`]: the load generator behind `cart-store load`.
+//!
+//! `concurrency` clients, each one sequential HTTP/1.1 keep-alive connection's worth of
+//! requests, pick an operation from the mix and a cart uniformly from `carts`, for
+//! `duration`. Latencies go into an HdrHistogram (µs, 3 significant digits). The choice of
+//! operations and carts is seeded, so two runs issue the same sequence per client.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Most clients.
+pub const CONCURRENCY_MAX: usize = 4096;
+/// Longest run.
+pub const DURATION_MAX: Duration = Duration::from_secs(3600);
+/// Highest latency recorded (longer ones are clamped): 60 s.
+pub const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Relative weights of the operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Mix {
+    /// `POST /carts/{cart}/items`.
+    pub add: u32,
+    /// `PUT /carts/{cart}/items/{sku}`.
+    pub set: u32,
+    /// `DELETE /carts/{cart}/items/{sku}`.
+    pub remove: u32,
+    /// `GET /carts/{cart}`.
+    pub read: u32,
+    /// `POST /carts/{cart}/checkout`.
+    pub checkout: u32,
+}
+
+impl Default for Mix {
+    /// 70% add, 20% read, 10% remove.
+    fn default() -> Self {
+        Mix {
+            add: 70,
+            set: 0,
+            remove: 10,
+            read: 20,
+            checkout: 0,
+        }
+    }
+}
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+
+    /// `add=70,read=20,remove=10`; operations not named weigh 0.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut m = Mix {
+            add: 0,
+            set: 0,
+            remove: 0,
+            read: 0,
+            checkout: 0,
+        };
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not op=weight, e.g. add=70"))?;
+            let w: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {v:?} is not an integer"))?;
+            match k.trim() {
+                "add" => m.add = w,
+                "set" => m.set = w,
+                "remove" => m.remove = w,
+                "read" => m.read = w,
+                "checkout" => m.checkout = w,
+                other => {
+                    return Err(format!(
+                        "unknown operation {other:?}; use add, set, remove, read, checkout"
+                    ))
+                }
+            }
+        }
+        if m.total() == 0 || m.total() > 1_000_000 {
+            return Err("the weights must add up to 1..=1000000".into());
+        }
+        Ok(m)
+    }
+}
+
+impl Mix {
+    fn total(&self) -> u64 {
+        [self.add, self.set, self.remove, self.read, self.checkout]
+            .iter()
+            .map(|w| u64::from(*w))
+            .sum()
+    }
+
+    fn pick(&self, r: u64) -> OpKind {
+        let mut x = r % self.total();
+        for (w, k) in [
+            (self.add, OpKind::Add),
+            (self.set, OpKind::Set),
+            (self.remove, OpKind::Remove),
+            (self.read, OpKind::Read),
+            (self.checkout, OpKind::Checkout),
+        ] {
+            if x < u64::from(w) {
+                return k;
+            }
+            x -= u64::from(w);
+        }
+        OpKind::Read
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Add,
+    Set,
+    Remove,
+    Read,
+    Checkout,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Base URLs (`http://127.0.0.1:8080`); clients are spread over them round-robin.
+    pub targets: Vec<String>,
+    /// Number of clients.
+    pub concurrency: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Carts to spread the load over.
+    pub carts: u64,
+    /// Skus per cart to choose from.
+    pub skus: u64,
+    /// The operation mix.
+    pub mix: Mix,
+    /// Seed of the operation choices.
+    pub seed: u64,
+    /// Draw a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(String);
+
+/// Latency summary of a run, in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    /// Requests completed (including errors).
+    pub requests: u64,
+    /// Requests that failed: transport errors and statuses other than 2xx (a 409 for
+    /// checking out an empty cart counts as expected, not as an error).
+    pub errors: u64,
+    /// 409 answers to checkouts of empty carts.
+    pub empty_checkouts: u64,
+    /// Wall time of the run in seconds.
+    pub elapsed_secs: f64,
+    /// Requests per second.
+    pub throughput: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Largest latency, ms.
+    pub max_ms: f64,
+    /// The mix used.
+    pub mix: Mix,
+    /// Clients.
+    pub concurrency: usize,
+}
+
+struct ClientResult {
+    hist: Histogram<u64>,
+    errors: u64,
+    empty_checkouts: u64,
+    first_error: Option<String>,
+}
+
+/// SplitMix64: a tiny seeded generator, enough to pick operations.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Runs the load and returns the summary. The first transport error, if any, is logged
+/// to stderr once per client.
+pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
+    if config.targets.is_empty() {
+        return Err(LoadError("give at least one --target URL".into()));
+    }
+    if !(1..=CONCURRENCY_MAX).contains(&config.concurrency) {
+        return Err(LoadError(format!(
+            "concurrency must be 1..={CONCURRENCY_MAX}"
+        )));
+    }
+    if config.duration.is_zero() || config.duration > DURATION_MAX {
+        return Err(LoadError("duration must be between 1 ms and 1 h".into()));
+    }
+    if config.carts == 0 || config.skus == 0 {
+        return Err(LoadError("carts and skus must be at least 1".into()));
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| LoadError(format!("building the HTTP client: {e}")))?;
+    let bar = if config.progress {
+        let b = indicatif::ProgressBar::new(config.duration.as_secs().max(1));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
+                .expect("static template"),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..config.concurrency {
+        let client = client.clone();
+        let base = config.targets[c % config.targets.len()]
+            .trim_end_matches('/')
+            .to_owned();
+        let cfg = config.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = cfg.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut res = ClientResult {
+                hist: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
+                errors: 0,
+                empty_checkouts: 0,
+                first_error: None,
+            };
+            while Instant::now() < deadline {
+                let kind = cfg.mix.pick(splitmix(&mut rng));
+                let cart = splitmix(&mut rng) % cfg.carts;
+                let sku = splitmix(&mut rng) % cfg.skus;
+                let url = |p: &str| format!("{base}/carts/load-{cart}{p}");
+                let req = match kind {
+                    OpKind::Add => client
+                        .post(url("/items"))
+                        .header("content-type", "application/json")
+                        .body(format!(r#"{{"sku":"sku-{sku}","quantity":1}}"#)),
+                    OpKind::Set => client
+                        .put(url(&format!("/items/sku-{sku}")))
+                        .header("content-type", "application/json")
+                        .body(format!(r#"{{"quantity":{}}}"#, 1 + sku % 5)),
+                    OpKind::Remove => client.delete(url(&format!("/items/sku-{sku}"))),
+                    OpKind::Read => client.get(url("")),
+                    OpKind::Checkout => client.post(url("/checkout")),
+                };
+                let t = Instant::now();
+                let outcome = match req.send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        // Read the body so the connection is reused.
+                        let _ = r.bytes().await;
+                        if status.is_success() {
+                            Ok(())
+                        } else if kind == OpKind::Checkout && status.as_u16() == 409 {
+                            res.empty_checkouts += 1;
+                            Ok(())
+                        } else {
+                            Err(format!("HTTP {status}"))
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                res.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = outcome {
+                    res.errors += 1;
+                    if res.first_error.is_none() {
+                        res.first_error = Some(e);
+                    }
+                }
+            }
+            res
+        }));
+    }
+    // Progress: once a second until the deadline.
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250).min(config.duration)).await;
+        let secs = start.elapsed().as_secs_f64();
+        let n = done.load(std::sync::atomic::Ordering::Relaxed);
+        bar.set_position(start.elapsed().as_secs().min(config.duration.as_secs()));
+        bar.set_message(format!("{n} requests, {:.0}/s", n as f64 / secs.max(1e-9)));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("bounds");
+    let (mut errors, mut empty) = (0, 0);
+    for t in tasks {
+        let r = t
+            .await
+            .map_err(|e| LoadError(format!("a client task failed: {e}")))?;
+        hist.add(&r.hist).expect("same bounds");
+        errors += r.errors;
+        empty += r.empty_checkouts;
+        if let Some(e) = r.first_error {
+            eprintln!("cart-store load: a client saw: {e}");
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(LoadReport {
+        requests: hist.len(),
+        errors,
+        empty_checkouts: empty,
+        elapsed_secs: elapsed,
+        throughput: hist.len() as f64 / elapsed,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: hist.max() as f64 / 1000.0,
+        mix: config.mix,
+        concurrency: config.concurrency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_parse_and_pick_by_weight() {
+        let m: Mix = "add=70,read=20,remove=10".parse().unwrap();
+        assert_eq!(m, Mix::default());
+        let mut counts = [0u32; 5];
+        let mut rng = 7;
+        for _ in 0..10_000 {
+            let k = m.pick(splitmix(&mut rng));
+            counts[k as usize] += 1;
+        }
+        assert!((6_500..7_500).contains(&counts[0]), "{counts:?}");
+        assert_eq!(counts[1] + counts[4], 0, "{counts:?}");
+        for (bad, want) in [
+            ("add", "op=weight"),
+            ("add=x", "not an integer"),
+            ("buy=1", "unknown operation"),
+            ("add=0", "add up to"),
+        ] {
+            let e = bad.parse::<Mix>().unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+}
