@@ -189,8 +189,8 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Runs the load and returns the summary. The first transport error, if any, is logged
-/// to stderr once per client.
+/// Runs the load and returns the summary. The first error, if any, is printed to stderr
+/// with the error count.
 pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
     if config.targets.is_empty() {
         return Err(LoadError("give at least one --target URL".into()));
@@ -273,7 +273,16 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
                             Err(format!("HTTP {status}"))
                         }
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        // reqwest's Display omits the cause ("connection refused").
+                        let mut msg = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(c) = src {
+                            msg = format!("{msg}: {c}");
+                            src = c.source();
+                        }
+                        Err(msg)
+                    }
                 };
                 let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                 res.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
@@ -298,6 +307,7 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("bounds");
     let (mut errors, mut empty) = (0, 0);
+    let mut first_error = None;
     for t in tasks {
         let r = t
             .await
@@ -305,9 +315,12 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
         hist.add(&r.hist).expect("same bounds");
         errors += r.errors;
         empty += r.empty_checkouts;
-        if let Some(e) = r.first_error {
-            eprintln!("cart-store load: a client saw: {e}");
+        if first_error.is_none() {
+            first_error = r.first_error;
         }
+    }
+    if let Some(e) = first_error {
+        eprintln!("cart-store load: {errors} errors; the first: {e}");
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();

@@ -155,6 +155,9 @@ fn load(
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if report.requests > 0 && report.errors == report.requests {
+        anyhow::bail!("every request failed; is a node listening at the target?");
+    }
     Ok(())
 }
 

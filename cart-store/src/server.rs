@@ -808,8 +808,14 @@ async fn json_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byt
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        // Drain what is cheap to drain so the client sees the 413 rather than a reset.
-        let _ = read_body(body, limit).await;
+        // A client waiting for `100 Continue` gets the 413 without sending the body;
+        // otherwise drain what is cheap to drain, so it reads the 413 rather than a reset.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            let _ = read_body(body, limit).await;
+        }
         return Err(too_large(limit));
     }
     let ct = headers

@@ -616,3 +616,133 @@ async fn metrics_are_prometheus_text() {
         assert!(r.text.contains(want), "missing {want:?} in\n{}", r.text);
     }
 }
+
+/// A storage whose writes can be held at a gate, or made to fail.
+#[derive(Clone, Default)]
+struct GatedStorage {
+    inner: MemStorage,
+    state: Arc<(std::sync::Mutex<Gate>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: bool,
+    fail: bool,
+    waiting: usize,
+}
+
+impl GatedStorage {
+    fn set(&self, f: impl FnOnce(&mut Gate)) {
+        let (m, cv) = &*self.state;
+        f(&mut m.lock().unwrap());
+        cv.notify_all();
+    }
+
+    fn waiting(&self) -> usize {
+        self.state.0.lock().unwrap().waiting
+    }
+}
+
+impl Storage for GatedStorage {
+    fn get(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, meridian_cart_store::StorageError> {
+        self.inner.get(cf, key)
+    }
+    fn write(&self, batch: &Batch, sync: bool) -> Result<(), meridian_cart_store::StorageError> {
+        let (m, cv) = &*self.state;
+        let mut g = m.lock().unwrap();
+        g.waiting += 1;
+        while g.closed {
+            g = cv.wait(g).unwrap();
+        }
+        g.waiting -= 1;
+        if g.fail {
+            return Err(meridian_cart_store::StorageError("disk on fire".into()));
+        }
+        drop(g);
+        self.inner.write(batch, sync)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), meridian_cart_store::StorageError> {
+        self.inner.scan(cf, start, f)
+    }
+    fn sync(&self) -> Result<(), meridian_cart_store::StorageError> {
+        self.inner.sync()
+    }
+}
+
+fn gated_app(write_queue_max: usize) -> (App, GatedStorage) {
+    let storage = GatedStorage::default();
+    let dyn_storage: Arc<dyn Storage> = Arc::new(storage.clone());
+    let node = Node::open(dyn_storage, SystemClock, NodeConfig::new(ReplicaId(1))).unwrap();
+    let mut s = settings();
+    s.write_queue_max = write_queue_max;
+    let server = Server::with_node(node, s);
+    let app = App {
+        router: server.router(),
+        _server: server,
+        storage: storage.inner.clone(),
+    };
+    (app, storage)
+}
+
+fn add_request() -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("/carts/c/items")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"sku":"a","quantity":1}"#))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_is_503_with_retry_after() {
+    let (a, gate) = gated_app(1);
+    gate.set(|g| g.closed = true);
+    let r1 = a.router.clone();
+    let first = tokio::spawn(async move { r1.oneshot(add_request()).await.unwrap() });
+    // Wait until the writer holds the first write at the gate.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gate.waiting() == 0 {
+        assert!(std::time::Instant::now() < deadline, "writer never wrote");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The second fills the queue (capacity 1); the third is refused.
+    let r2 = a.router.clone();
+    let second = tokio::spawn(async move { r2.oneshot(add_request()).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = a.call(add_request()).await;
+    let m = error(&r, 503, "overloaded");
+    assert!(m.contains("write_queue_max"), "{m}");
+    assert_eq!(r.headers["retry-after"], "1");
+    gate.set(|g| g.closed = false);
+    assert_eq!(first.await.unwrap().status(), 200);
+    assert_eq!(second.await.unwrap().status(), 200);
+    let r = a.send("GET", "/carts/c", None).await;
+    assert_eq!(lines(&r), json!([{"sku": "a", "quantity": 2}]));
+}
+
+#[tokio::test]
+async fn a_failing_disk_is_503_and_nothing_is_applied() {
+    let (a, gate) = gated_app(8);
+    gate.set(|g| g.fail = true);
+    let r = a.call(add_request()).await;
+    let m = error(&r, 503, "storage_unavailable");
+    assert!(m.contains("disk on fire"), "{m}");
+    gate.set(|g| g.fail = false);
+    let r = a.send("GET", "/carts/c", None).await;
+    assert_eq!(lines(&r), json!([]));
+    let r = a.call(add_request()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body["token"], "v1:1=1",
+        "the failed write used no sequence number"
+    );
+}
