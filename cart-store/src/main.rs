@@ -34,7 +34,7 @@ enum Command {
     },
     /// Write a development CA and one certificate per region.
     Certs {
-        /// Directory to write ca.pem, ca.key, <region>.pem and <region>.key into.
+        /// Directory to write ca.pem, ca.key, REGION.pem and REGION.key into.
         #[arg(long)]
         out: PathBuf,
         /// Comma-separated region names, e.g. virginia,frankfurt,tokyo.

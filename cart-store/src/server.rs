@@ -2,10 +2,49 @@
 //! Prometheus metrics, request ids, timeouts and graceful shutdown.
 //!
 //! Handlers parse and check the request (path, headers, body), then either read the cart
-//! straight from storage or queue a [`WriteRequest`] for the writer thread, which drains up
+//! straight from storage or queue a [`WriteRequest`](crate::WriteRequest) for the writer thread, which drains up
 //! to `write_batch_max` queued writes, applies them with [`Node::apply_batch`] as one
 //! storage batch (fsynced in `fsync` mode), and answers each. The queue holds at most
 //! `write_queue_max` writes; beyond that requests get 503 with `Retry-After`.
+//!
+//! # The API
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok","region","node_id","durability","applied_seq"}` |
+//! | `GET /carts/{cart}` | `{"cart","lines":[{"sku","quantity"}],"token"}`, lines sorted by sku |
+//! | `POST /carts/{cart}/items` `{"sku","quantity"}` | the cart after adding (1–10000) |
+//! | `PUT /carts/{cart}/items/{sku}` `{"quantity"}` | the cart after setting (0–10000; 0 removes) |
+//! | `DELETE /carts/{cart}/items/{sku}` | the cart after removing the line |
+//! | `DELETE /carts/{cart}` | the cart after clearing it |
+//! | `POST /carts/{cart}/checkout` | `{"order","cart","lines","token"}`: exactly the observed lines |
+//! | `GET /replication` | `{"region","node_id","token","peers":[]}` (no replication yet) |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Every success carries a `Causal-Token` header equal to the body's `token` (see
+//! [`CausalToken`]). Every response echoes `X-Request-Id` (generated when absent), which
+//! also tags the request's tracing span. A replayed idempotent answer carries
+//! `Idempotent-Replayed: true`.
+//!
+//! Errors are `{"error":{"code","message"}}`:
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `invalid_id` | cart id or sku not 1–128 of `[A-Za-z0-9._:-]`, `.`/`..`, or percent-encoded |
+//! | 400 | `malformed_json` | the body is not JSON |
+//! | 400 | `invalid_idempotency_key` / `invalid_causal_token` | a header that cannot be parsed |
+//! | 404 | `not_found` | no such route |
+//! | 405 | `method_not_allowed` | the route exists, the method does not |
+//! | 409 | `empty_cart` | checkout of an empty cart |
+//! | 409 | `cart_full` | a new line beyond `cart_lines_max` |
+//! | 413 | `body_too_large` | a body beyond `body_bytes_max` |
+//! | 415 | `unsupported_media_type` | a body without `Content-Type: application/json` |
+//! | 422 | `invalid_body` | unknown or missing field, wrong type, a number that does not fit |
+//! | 422 | `invalid_quantity` | quantity outside 1–10000 (add) or 0–10000 (set) |
+//! | 422 | `idempotency_key_reused` | the key was used for a different request |
+//! | 500 | `corrupt_data` | the stored cart cannot be decoded (logged; other carts are served) |
+//! | 503 | `overloaded` / `storage_unavailable` / `causal_wait_timeout` / `shutting_down` | with `Retry-After` |
+//! | 504 | `timeout` | the request exceeded `request_timeout_ms` (a write may still apply) |
 
 use crate::config::{Config, Durability};
 use crate::node::{self, Idempotency, Node, NodeConfig, NodeError, Op, OpenError, Reply};
