@@ -440,7 +440,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         }
     }
 
-    /// Returns the reply and whether it wrote anything.
+    /// Returns the reply and whether it depends on this batch being committed.
     fn apply_one(
         &self,
         req: WriteRequest,
@@ -453,13 +453,15 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 if rec.fingerprint != idem.fingerprint {
                     return Err(NodeError::IdempotencyMismatch(idem.key.clone()));
                 }
+                // A replay of a write earlier in this batch stands or falls with it.
+                let pending = p.idempotency.contains_key(&idem.key);
                 return Ok((
                     Reply {
                         status: rec.status,
                         body: rec.body,
                         replayed: true,
                     },
-                    false,
+                    pending,
                 ));
             }
         }

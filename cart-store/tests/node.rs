@@ -430,3 +430,71 @@ fn the_idempotency_sweep_is_bounded_and_resumes() {
     assert_eq!(deleted.iter().sum::<usize>(), 5, "{deleted:?}");
     assert!(s.get(Cf::Idempotency, b"fresh").unwrap().is_some());
 }
+
+/// A store whose writes fail (after the node has opened on it).
+#[derive(Clone, Default)]
+struct FailingStorage {
+    inner: MemStorage,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Storage for FailingStorage {
+    fn get(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, meridian_cart_store::StorageError> {
+        self.inner.get(cf, key)
+    }
+    fn write(&self, b: &Batch, sync: bool) -> Result<(), meridian_cart_store::StorageError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(meridian_cart_store::StorageError("no space left".into()));
+        }
+        self.inner.write(b, sync)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), meridian_cart_store::StorageError> {
+        self.inner.scan(cf, start, f)
+    }
+    fn sync(&self) -> Result<(), meridian_cart_store::StorageError> {
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn a_failed_commit_fails_every_write_of_the_batch_and_changes_nothing() {
+    let s = FailingStorage::default();
+    let clock = ManualClock::new(T0);
+    let mut node = Node::open(s.clone(), clock, cfg()).unwrap();
+    node.apply(add("c", "a", 1), true).unwrap();
+    node.apply(with_key(add("c", "old", 1), "old-key", 1), true)
+        .unwrap();
+    s.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = node.apply_batch(
+        vec![
+            with_key(add("c", "a", 1), "k", 1),
+            // A replay of the first: it must not claim success for an uncommitted write.
+            with_key(add("c", "a", 1), "k", 1),
+            // A replay of a committed write still answers.
+            with_key(add("c", "old", 1), "old-key", 1),
+            add("bad id", "a", 1),
+        ],
+        true,
+    );
+    assert!(matches!(out[0], Err(NodeError::Storage(_))), "{:?}", out[0]);
+    assert!(matches!(out[1], Err(NodeError::Storage(_))), "{:?}", out[1]);
+    assert!(out[2].as_ref().unwrap().replayed);
+    assert!(matches!(out[3], Err(NodeError::InvalidId(_))));
+    assert_eq!(node.last_seq(), 2);
+    s.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = node
+        .apply(with_key(add("c", "a", 1), "k", 1), true)
+        .unwrap();
+    assert!(!r.replayed, "the failed write left no idempotency record");
+    assert_eq!(lines(&node, "c"), vec![l("a", 2), l("old", 1)]);
+    assert_eq!(node.last_seq(), 3);
+}
