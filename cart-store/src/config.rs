@@ -16,6 +16,9 @@
 //! | `write_queue_max` | 4096 | pending writes before 503 |
 //! | `causal_wait_ms` | 1000 | how long a request waits for its `Causal-Token` |
 //!
+//! `cart-store/config/example.toml` shows every key with its default. Relative paths are
+//! relative to the process's working directory.
+//!
 //! Unknown keys are reported by [`Config::unknown_keys`] (the binary logs them as warnings)
 //! rather than refused, so a config written for a later version still starts.
 
@@ -361,6 +364,46 @@ address = "127.0.0.1:9081"
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
         }
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(c.unknown_keys().is_empty(), "{:?}", c.unknown_keys());
+        let minimal = Config::parse(MINIMAL).unwrap();
+        assert_eq!(
+            (
+                c.durability,
+                c.body_bytes_max,
+                c.cart_lines_max,
+                c.request_timeout_ms
+            ),
+            (
+                minimal.durability,
+                minimal.body_bytes_max,
+                minimal.cart_lines_max,
+                minimal.request_timeout_ms
+            )
+        );
+        assert_eq!(
+            (
+                c.idempotency_ttl_secs,
+                c.max_clock_offset_ms,
+                c.clock_bound_override,
+                c.write_batch_max,
+                c.write_queue_max,
+                c.causal_wait_ms
+            ),
+            (
+                minimal.idempotency_ttl_secs,
+                minimal.max_clock_offset_ms,
+                minimal.clock_bound_override,
+                minimal.write_batch_max,
+                minimal.write_queue_max,
+                minimal.causal_wait_ms
+            )
+        );
     }
 
     #[test]
