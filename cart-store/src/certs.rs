@@ -16,8 +16,8 @@ pub const REGIONS_MAX: usize = 64;
 pub enum CertsError {
     /// A region name is not usable as a DNS name.
     #[error(
-        "region {0:?} is not a valid name: use 1-63 characters of [a-z0-9-], \
-         e.g. virginia,frankfurt,tokyo"
+        "region {0:?} is not a valid DNS name: use labels of 1-63 characters of \
+         [A-Za-z0-9-] joined by dots, e.g. virginia,frankfurt,tokyo"
     )]
     BadRegion(String),
     /// No regions, too many, or a duplicate.
@@ -36,12 +36,18 @@ pub enum CertsError {
     },
 }
 
+/// A DNS name: labels of 1-63 characters of `[A-Za-z0-9-]`, not starting or ending with
+/// `-`, joined by `.`; at most 253 characters.
 fn valid_region(r: &str) -> bool {
-    (1..=63).contains(&r.len())
-        && r.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !r.starts_with('-')
-        && !r.ends_with('-')
+    r.len() <= 253
+        && r.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Writes `ca.pem`, `ca.key` and, per region, `<region>.pem` and `<region>.key` (DNS SAN =
@@ -140,6 +146,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = write_dev_certs(dir.path(), &["Bad Name".into()]).unwrap_err();
         assert!(e.to_string().contains("\"Bad Name\""), "{e}");
+        for bad in ["-a", "a-", "a..b", "a_b", ""] {
+            assert!(write_dev_certs(dir.path(), &[bad.into()]).is_err(), "{bad}");
+        }
+        let ok: Vec<String> = ["us-east-1", "Virginia", "eu.west"]
+            .map(String::from)
+            .to_vec();
+        write_dev_certs(dir.path(), &ok).unwrap();
         let e = write_dev_certs(dir.path(), &["a".into(), "a".into()]).unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
         assert!(write_dev_certs(dir.path(), &[]).is_err());

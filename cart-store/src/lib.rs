@@ -72,8 +72,8 @@ pub mod validate;
 pub use cart::Cart;
 pub use config::{Config, ConfigError, Durability};
 pub use node::{
-    read_cart, CartView, Idempotency, Node, NodeConfig, NodeError, Op, OpenError, OrderView, Reply,
-    WriteRequest,
+    read_cart, read_log, CartView, Idempotency, Node, NodeConfig, NodeError, Op, OpenError,
+    OrderView, Reply, WriteRequest,
 };
 pub use storage::{Batch, Cf, MemStorage, RocksStorage, Storage, StorageError};
 pub use token::CausalToken;

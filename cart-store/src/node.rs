@@ -182,6 +182,14 @@ pub enum NodeError {
         /// The decoder's message.
         detail: String,
     },
+    /// A delta log entry could not be decoded.
+    #[error("the delta log entry with key {key:02x?} is corrupt: {detail}")]
+    CorruptLog {
+        /// The entry's key.
+        key: Vec<u8>,
+        /// The decoder's message.
+        detail: String,
+    },
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -234,6 +242,43 @@ pub fn read_cart(storage: &dyn Storage, cart: &str) -> Result<Cart, NodeError> {
             cart: cart.to_owned(),
             detail: e.to_string(),
         }),
+    }
+}
+
+/// Most delta log entries [`read_log`] returns at once.
+pub const LOG_READ_MAX: usize = 4096;
+
+/// Reads up to `limit` (at most [`LOG_READ_MAX`]) entries of the outgoing delta log with
+/// sequence number `>= from`, in order, validating each. This is what replication ships.
+pub fn read_log(
+    storage: &dyn Storage,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, DeltaRecord)>, NodeError> {
+    let limit = limit.min(LOG_READ_MAX);
+    let mut out = Vec::new();
+    let mut bad: Option<NodeError> = None;
+    if limit == 0 {
+        return Ok(out);
+    }
+    storage.scan(Cf::Log, &codec::encode_u64(from), &mut |k, v| {
+        let decoded = codec::decode_u64("delta log key", k)
+            .and_then(|seq| Ok((seq, codec::decode_delta_checked(v)?)));
+        match decoded {
+            Ok(entry) => out.push(entry),
+            Err(e) => {
+                bad = Some(NodeError::CorruptLog {
+                    key: k.to_vec(),
+                    detail: e.to_string(),
+                });
+                return false;
+            }
+        }
+        out.len() < limit
+    })?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
 }
 

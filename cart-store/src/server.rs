@@ -448,7 +448,12 @@ fn writer_loop<C: PhysicalClock>(
             metrics.set_node_gauges(&node);
             applied.send_replace(node.last_seq());
             for (reply, result) in replies.into_iter().zip(results) {
-                if let Err(e @ (NodeError::Corrupt { .. } | NodeError::Storage(_))) = &result {
+                if let Err(
+                    e @ (NodeError::Corrupt { .. }
+                    | NodeError::CorruptLog { .. }
+                    | NodeError::Storage(_)),
+                ) = &result
+                {
                     tracing::error!(error = %e, "write failed");
                 }
                 // The client may have gone (timeout); the write stands regardless.
@@ -523,7 +528,7 @@ impl From<NodeError> for ApiError {
                 "idempotency_key_reused",
                 msg,
             ),
-            NodeError::Corrupt { .. } => {
+            NodeError::Corrupt { .. } | NodeError::CorruptLog { .. } => {
                 tracing::error!(error = %msg, "corrupt stored data");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data", msg)
             }
