@@ -8,6 +8,7 @@
 //! | `durability` | `"process"` | `"process"`: WAL written before the ack; `"fsync"`: group-committed fsync |
 //! | `body_bytes_max` | 65536 | largest request body |
 //! | `cart_lines_max` | 1000 | most lines in one cart |
+//! | `cart_bytes_max` | 262144 | largest encoded cart state (each add keeps a dot until a set, remove or clear drops it) |
 //! | `request_timeout_ms` | 5000 | per-request deadline (504 after it) |
 //! | `idempotency_ttl_secs` | 86400 | how long an `Idempotency-Key` is remembered |
 //! | `max_clock_offset_ms` | 500 | HLC max offset, also the restart bound check |
@@ -89,6 +90,9 @@ pub struct Config {
     /// Most lines in one cart.
     #[serde(default = "defaults::cart_lines_max")]
     pub cart_lines_max: usize,
+    /// Largest encoded cart state in bytes.
+    #[serde(default = "defaults::cart_bytes_max")]
+    pub cart_bytes_max: usize,
     /// Per-request deadline in ms.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -126,6 +130,7 @@ const KNOWN_KEYS: &[&str] = &[
     "durability",
     "body_bytes_max",
     "cart_lines_max",
+    "cart_bytes_max",
     "request_timeout_ms",
     "idempotency_ttl_secs",
     "max_clock_offset_ms",
@@ -141,6 +146,9 @@ mod defaults {
     }
     pub fn cart_lines_max() -> usize {
         1000
+    }
+    pub fn cart_bytes_max() -> usize {
+        256 * 1024
     }
     pub fn request_timeout_ms() -> u64 {
         5000
@@ -259,7 +267,14 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
         }
-        let ranges: [(&'static str, u64, u64, u64); 7] = [
+        let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
+        let ranges: [(&'static str, u64, u64, u64); 8] = [
+            (
+                "cart_bytes_max",
+                self.cart_bytes_max as u64,
+                1024,
+                cart_bytes_hi,
+            ),
             ("body_bytes_max", self.body_bytes_max as u64, 256, 16 << 20),
             ("cart_lines_max", self.cart_lines_max as u64, 1, 1_000_000),
             ("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000),
@@ -377,13 +392,15 @@ address = "127.0.0.1:9081"
                 c.durability,
                 c.body_bytes_max,
                 c.cart_lines_max,
-                c.request_timeout_ms
+                c.request_timeout_ms,
+                c.cart_bytes_max
             ),
             (
                 minimal.durability,
                 minimal.body_bytes_max,
                 minimal.cart_lines_max,
-                minimal.request_timeout_ms
+                minimal.request_timeout_ms,
+                minimal.cart_bytes_max
             )
         );
         assert_eq!(

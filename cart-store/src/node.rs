@@ -23,6 +23,8 @@ pub struct NodeConfig {
     pub node_id: ReplicaId,
     /// Most lines in one cart.
     pub cart_lines_max: usize,
+    /// Largest encoded cart state.
+    pub cart_bytes_max: usize,
     /// How long an idempotency record is kept.
     pub idempotency_ttl: Duration,
     /// The HLC's max offset.
@@ -32,11 +34,13 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for `node_id`: 1000 lines, 24 h idempotency, 500 ms max offset.
+    /// Defaults for `node_id`: 1000 lines, 256 KiB per cart, 24 h idempotency, 500 ms max
+    /// offset.
     pub fn new(node_id: ReplicaId) -> Self {
         NodeConfig {
             node_id,
             cart_lines_max: 1000,
+            cart_bytes_max: 256 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_clock_offset: meridian_clocks::DEFAULT_MAX_OFFSET,
             clock_bound_override: false,
@@ -48,6 +52,7 @@ impl NodeConfig {
         NodeConfig {
             node_id: ReplicaId(c.node_id),
             cart_lines_max: c.cart_lines_max,
+            cart_bytes_max: c.cart_bytes_max,
             idempotency_ttl: Duration::from_secs(c.idempotency_ttl_secs),
             max_clock_offset: c.max_clock_offset(),
             clock_bound_override: c.clock_bound_override,
@@ -162,6 +167,20 @@ pub enum NodeError {
     CartFull {
         /// The cart.
         cart: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The cart's encoded state would exceed `cart_bytes_max`.
+    #[error(
+        "cart {cart:?} would take {bytes} bytes, more than the maximum {max}: every add is \
+         kept separately until a set, remove or clear of its line; set the line's quantity to \
+         compact it"
+    )]
+    CartTooLarge {
+        /// The cart.
+        cart: String,
+        /// Its encoded size after the write.
+        bytes: usize,
         /// The limit.
         max: usize,
     },
@@ -581,8 +600,15 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 (d, 200, json(&order))
             }
         };
-        // Assert before writing: what we store decodes to what we hold.
         let encoded = codec::encode_cart(&cart);
+        if encoded.len() > self.config.cart_bytes_max {
+            return Err(NodeError::CartTooLarge {
+                cart: req.cart,
+                bytes: encoded.len(),
+                max: self.config.cart_bytes_max,
+            });
+        }
+        // Assert before writing: what we store decodes (and validates) to what we hold.
         debug_assert_eq!(codec::decode_cart(&encoded).as_ref(), Ok(&cart));
         p.batch.put(Cf::Carts, req.cart.as_bytes(), encoded);
         p.batch.put(

@@ -37,6 +37,7 @@
 //! | 405 | `method_not_allowed` | the route exists, the method does not |
 //! | 409 | `empty_cart` | checkout of an empty cart |
 //! | 409 | `cart_full` | a new line beyond `cart_lines_max` |
+//! | 409 | `cart_too_large` | the encoded cart would exceed `cart_bytes_max` |
 //! | 413 | `body_too_large` | a body beyond `body_bytes_max` |
 //! | 415 | `unsupported_media_type` | a body without `Content-Type: application/json` |
 //! | 422 | `invalid_body` | unknown or missing field, wrong type, a number that does not fit |
@@ -522,6 +523,9 @@ impl From<NodeError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity", msg)
             }
             NodeError::CartFull { .. } => ApiError::new(StatusCode::CONFLICT, "cart_full", msg),
+            NodeError::CartTooLarge { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "cart_too_large", msg)
+            }
             NodeError::EmptyCart(_) => ApiError::new(StatusCode::CONFLICT, "empty_cart", msg),
             NodeError::IdempotencyMismatch(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -530,3 +530,42 @@ fn the_delta_log_reads_back_in_order_from_any_position() {
         "{e}"
     );
 }
+
+#[test]
+fn a_cart_that_would_outgrow_cart_bytes_max_is_refused_and_a_set_compacts_it() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut config = cfg();
+    config.cart_bytes_max = 300;
+    let mut node = Node::open(s, clock, config).unwrap();
+    let mut accepted = 0;
+    let err = loop {
+        match node.apply(add("c", "a", 1), false) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1000, "never refused");
+    };
+    assert!(
+        matches!(err, NodeError::CartTooLarge { max: 300, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("set the line"), "{err}");
+    assert_eq!(
+        lines(&node, "c"),
+        vec![l("a", accepted)],
+        "the refused add left no trace"
+    );
+    node.apply(
+        req(
+            "c",
+            Op::Set {
+                sku: "a".into(),
+                quantity: u64::from(accepted),
+            },
+        ),
+        false,
+    )
+    .unwrap();
+    node.apply(add("c", "a", 1), false).unwrap();
+    assert_eq!(lines(&node, "c"), vec![l("a", accepted + 1)]);
+}
