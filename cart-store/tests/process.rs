@@ -438,3 +438,41 @@ fn load_drives_a_node_and_writes_a_json_summary() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown operation"));
 }
+
+#[test]
+fn a_persisted_clock_bound_far_ahead_is_refused_unless_overridden() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), 1, "");
+    assert!(node.terminate().success());
+    {
+        // As if the clock had run an hour fast before the restart.
+        let db = RocksStorage::open(&dir.path().join("data")).unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let bound = meridian_clocks::HlcTimestamp::new(now_ms + 3_600_000, 0);
+        let mut batch = Batch::new();
+        batch.put(
+            Cf::Meta,
+            meridian_cart_store::codec::META_HLC_BOUND,
+            meridian_cart_store::codec::encode_u64(bound.to_u64()).to_vec(),
+        );
+        db.write(&batch, true).unwrap();
+    }
+    let config = write_config(dir.path(), 1, free_port(), "");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ms ahead") && err.contains("clock_bound_override"),
+        "{err}"
+    );
+    let node = NodeProc::start(dir.path(), 1, "clock_bound_override = true");
+    let (s, _) = get_json(&client(), &node.url("/health"));
+    assert_eq!(s, 200);
+}
