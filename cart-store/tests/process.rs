@@ -272,10 +272,12 @@ fn crash_test(durability: &str) {
     let extra = format!("durability = \"{durability}\"");
     let node = NodeProc::start(dir.path(), 1, &extra);
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handles: Vec<_> = (0..WRITERS)
         .map(|w| {
             let url = node.url(&format!("/carts/crash-{w}/items"));
             let stop = stop.clone();
+            let progress = progress.clone();
             std::thread::spawn(move || {
                 let c = client();
                 let (mut acked, mut sent) = (0u64, 0u64);
@@ -287,7 +289,10 @@ fn crash_test(durability: &str) {
                         .json(&json!({"sku": "s", "quantity": 1}))
                         .send();
                     match r {
-                        Ok(r) if r.status() == 200 => acked += 1,
+                        Ok(r) if r.status() == 200 => {
+                            acked += 1;
+                            progress.fetch_add(1, Ordering::Relaxed);
+                        }
                         _ => break,
                     }
                 }
@@ -295,8 +300,11 @@ fn crash_test(durability: &str) {
             })
         })
         .collect();
-    // Let load build up, then kill the node mid-load.
-    std::thread::sleep(Duration::from_millis(700));
+    // Let load build up (1000 acknowledged writes, or 10 s), then kill the node mid-load.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while progress.load(Ordering::Relaxed) < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     node.kill9();
     stop.store(true, Ordering::Relaxed);
     let results: Vec<(u64, u64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
