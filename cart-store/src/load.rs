@@ -4,6 +4,12 @@
 //! requests, pick an operation from the mix and a cart uniformly from `carts`, for
 //! `duration`. Latencies go into an HdrHistogram (µs, 3 significant digits). The choice of
 //! operations and carts is seeded, so two runs issue the same sequence per client.
+//!
+//! With [`LoadConfig::redis`] set, the same clients drive a Redis server instead, each on its
+//! own connection with one command in flight (no pipelining), so that `cargo xtask
+//! bench-node` can compare the node with Redis under the same load shape: add =
+//! `HINCRBY cart:<id> <sku> 1`, set = `HSET`, remove = `HDEL`, read = `HGETALL`, checkout =
+//! `HGETALL` then `DEL` (an empty cart counts as an expected refusal, like the node's 409).
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -138,6 +144,118 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Drive this Redis server (`redis://127.0.0.1:6379/`) instead of `targets`.
+    pub redis: Option<String>,
+}
+
+/// One client's connection: a node over HTTP, or Redis.
+enum Conn {
+    Http {
+        client: reqwest::Client,
+        base: String,
+    },
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+/// What one request came to.
+enum Outcome {
+    Ok,
+    /// A checkout of an empty cart: expected, not an error.
+    EmptyCheckout,
+}
+
+impl Conn {
+    async fn issue(&mut self, kind: OpKind, cart: u64, sku: u64) -> Result<Outcome, String> {
+        match self {
+            Conn::Http { client, base } => {
+                let url = |p: &str| format!("{base}/carts/load-{cart}{p}");
+                let req = match kind {
+                    OpKind::Add => client
+                        .post(url("/items"))
+                        .header("content-type", "application/json")
+                        .body(format!(r#"{{"sku":"sku-{sku}","quantity":1}}"#)),
+                    OpKind::Set => client
+                        .put(url(&format!("/items/sku-{sku}")))
+                        .header("content-type", "application/json")
+                        .body(format!(r#"{{"quantity":{}}}"#, 1 + sku % 5)),
+                    OpKind::Remove => client.delete(url(&format!("/items/sku-{sku}"))),
+                    OpKind::Read => client.get(url("")),
+                    OpKind::Checkout => client.post(url("/checkout")),
+                };
+                match req.send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        // Read the body so the connection is reused.
+                        let _ = r.bytes().await;
+                        if status.is_success() {
+                            Ok(Outcome::Ok)
+                        } else if kind == OpKind::Checkout && status.as_u16() == 409 {
+                            Ok(Outcome::EmptyCheckout)
+                        } else {
+                            Err(format!("HTTP {status}"))
+                        }
+                    }
+                    Err(e) => {
+                        // reqwest's Display omits the cause ("connection refused").
+                        let mut msg = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(c) = src {
+                            msg = format!("{msg}: {c}");
+                            src = c.source();
+                        }
+                        Err(msg)
+                    }
+                }
+            }
+            Conn::Redis(con) => {
+                let key = format!("cart:load-{cart}");
+                let field = format!("sku-{sku}");
+                let r = match kind {
+                    OpKind::Add => redis::cmd("HINCRBY")
+                        .arg(&key)
+                        .arg(&field)
+                        .arg(1)
+                        .query_async::<i64>(con)
+                        .await
+                        .map(|_| Outcome::Ok),
+                    OpKind::Set => redis::cmd("HSET")
+                        .arg(&key)
+                        .arg(&field)
+                        .arg(1 + sku % 5)
+                        .query_async::<i64>(con)
+                        .await
+                        .map(|_| Outcome::Ok),
+                    OpKind::Remove => redis::cmd("HDEL")
+                        .arg(&key)
+                        .arg(&field)
+                        .query_async::<i64>(con)
+                        .await
+                        .map(|_| Outcome::Ok),
+                    OpKind::Read => redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async::<Vec<(String, i64)>>(con)
+                        .await
+                        .map(|_| Outcome::Ok),
+                    OpKind::Checkout => {
+                        match redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async::<Vec<(String, i64)>>(con)
+                            .await
+                        {
+                            Ok(lines) if lines.is_empty() => Ok(Outcome::EmptyCheckout),
+                            Ok(_) => redis::cmd("DEL")
+                                .arg(&key)
+                                .query_async::<i64>(con)
+                                .await
+                                .map(|_| Outcome::Ok),
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                r.map_err(|e| format!("redis: {e}"))
+            }
+        }
+    }
 }
 
 /// Why a load run could not start.
@@ -192,7 +310,7 @@ fn splitmix(state: &mut u64) -> u64 {
 /// Runs the load and returns the summary. The first error, if any, is printed to stderr
 /// with the error count.
 pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
-    if config.targets.is_empty() {
+    if config.targets.is_empty() && config.redis.is_none() {
         return Err(LoadError("give at least one --target URL".into()));
     }
     if !(1..=CONCURRENCY_MAX).contains(&config.concurrency) {
@@ -211,6 +329,26 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| LoadError(format!("building the HTTP client: {e}")))?;
+    let mut conns = Vec::with_capacity(config.concurrency);
+    for c in 0..config.concurrency {
+        conns.push(match &config.redis {
+            Some(url) => {
+                let r = redis::Client::open(url.as_str())
+                    .map_err(|e| LoadError(format!("bad Redis URL {url:?}: {e}")))?;
+                let con = r
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| LoadError(format!("cannot connect to Redis at {url}: {e}")))?;
+                Conn::Redis(con)
+            }
+            None => Conn::Http {
+                client: client.clone(),
+                base: config.targets[c % config.targets.len()]
+                    .trim_end_matches('/')
+                    .to_owned(),
+            },
+        });
+    }
     let bar = if config.progress {
         let b = indicatif::ProgressBar::new(config.duration.as_secs().max(1));
         b.set_style(
@@ -225,11 +363,7 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let deadline = start + config.duration;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for c in 0..config.concurrency {
-        let client = client.clone();
-        let base = config.targets[c % config.targets.len()]
-            .trim_end_matches('/')
-            .to_owned();
+    for (c, mut conn) in conns.into_iter().enumerate() {
         let cfg = config.clone();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -244,45 +378,14 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
                 let kind = cfg.mix.pick(splitmix(&mut rng));
                 let cart = splitmix(&mut rng) % cfg.carts;
                 let sku = splitmix(&mut rng) % cfg.skus;
-                let url = |p: &str| format!("{base}/carts/load-{cart}{p}");
-                let req = match kind {
-                    OpKind::Add => client
-                        .post(url("/items"))
-                        .header("content-type", "application/json")
-                        .body(format!(r#"{{"sku":"sku-{sku}","quantity":1}}"#)),
-                    OpKind::Set => client
-                        .put(url(&format!("/items/sku-{sku}")))
-                        .header("content-type", "application/json")
-                        .body(format!(r#"{{"quantity":{}}}"#, 1 + sku % 5)),
-                    OpKind::Remove => client.delete(url(&format!("/items/sku-{sku}"))),
-                    OpKind::Read => client.get(url("")),
-                    OpKind::Checkout => client.post(url("/checkout")),
-                };
                 let t = Instant::now();
-                let outcome = match req.send().await {
-                    Ok(r) => {
-                        let status = r.status();
-                        // Read the body so the connection is reused.
-                        let _ = r.bytes().await;
-                        if status.is_success() {
-                            Ok(())
-                        } else if kind == OpKind::Checkout && status.as_u16() == 409 {
-                            res.empty_checkouts += 1;
-                            Ok(())
-                        } else {
-                            Err(format!("HTTP {status}"))
-                        }
+                let outcome = match conn.issue(kind, cart, sku).await {
+                    Ok(Outcome::Ok) => Ok(()),
+                    Ok(Outcome::EmptyCheckout) => {
+                        res.empty_checkouts += 1;
+                        Ok(())
                     }
-                    Err(e) => {
-                        // reqwest's Display omits the cause ("connection refused").
-                        let mut msg = e.to_string();
-                        let mut src = std::error::Error::source(&e);
-                        while let Some(c) = src {
-                            msg = format!("{msg}: {c}");
-                            src = c.source();
-                        }
-                        Err(msg)
-                    }
+                    Err(e) => Err(e),
                 };
                 let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                 res.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));

@@ -73,6 +73,10 @@ enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Drive a Redis server (e.g. redis://127.0.0.1:6379/) with the same load shape
+        /// instead of cart-store nodes: the baseline of `cargo xtask bench-node`.
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             mix,
             seed,
             json,
+            redis,
         } => load(
             meridian_cart_store::load::LoadConfig {
                 targets: target,
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
                 mix,
                 seed,
                 progress: true,
+                redis,
             },
             json,
         ),

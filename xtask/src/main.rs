@@ -5,12 +5,17 @@
 //!                           integration, examples' smoke tests, benches in test mode, doc tests)
 //! cargo xtask demo [ARGS]   check prerequisites, then run the demo
 //! cargo xtask bench [ARGS]  run the criterion benches (release profile)
+//! cargo xtask bench-node    a release node under `cart-store load`, against Redis
+//!                           (flags: --concurrency N --duration-secs N --carts N --mix SPEC
+//!                           --skip-fsync)
 //! cargo xtask setup         only check (and, as root with apt-get, install) prerequisites
 //! ```
 //!
 //! Prerequisites: `librocksdb-sys` (cart-store's storage) needs libclang to generate its
 //! bindings. When it is missing, `xtask` installs `libclang-dev` with apt-get if it runs as
 //! root, and otherwise prints the one command to run.
+
+mod bench_node;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,7 @@ fn main() -> ExitCode {
         "test" => setup().and_then(|()| test(&rest)),
         "demo" => setup().and_then(|()| demo(&rest)),
         "bench" => cargo(&[&["bench", "-p", "meridian"], &strs(&rest)[..]].concat()),
+        "bench-node" => setup().and_then(|()| bench_node::bench_node(&rest)),
         "setup" => setup(),
         "" | "help" | "-h" | "--help" => {
             println!("{}", USAGE);
@@ -40,10 +46,11 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|setup> [ARGS]
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|setup> [ARGS]
   test   check prerequisites, then run every test in the workspace
   demo   check prerequisites, then run the demo
-  bench  run the criterion benches (release profile)
+  bench  run the criterion benches of the root package (release profile)
+  bench-node  a release cart-store node under load, against redis-server, in one run
   setup  check prerequisites (installs libclang-dev as root with apt-get)";
 
 fn strs(v: &[String]) -> Vec<&str> {

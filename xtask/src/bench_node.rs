@@ -1,0 +1,362 @@
+//! `cargo xtask bench-node`: a release cart-store node against Redis, in the same run.
+//!
+//! 1. builds `cart-store` in release (RocksDB compiles once per machine and profile);
+//! 2. starts a node on loopback in a temporary directory, waits for `/health`, and runs
+//!    `cart-store load` against it (default: 64 clients, 20 s, 70% add, 20% read,
+//!    10% remove over 100k carts); the load generator shares the machine's cores with the
+//!    server, for the node and Redis alike;
+//! 3. does the same with `durability = "fsync"` and reads the group-commit counters from
+//!    `/metrics`;
+//! 4. starts a Debian `redis-server` (installed with apt-get if missing and running as root)
+//!    with `appendonly yes` and `appendfsync everysec`, and drives it with the same shape
+//!    (HINCRBY / HGETALL / HDEL, one command in flight per client);
+//! 5. prints both throughputs, both p99s and the ratio.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The flags of `bench-node`, with the issue's defaults.
+struct Params {
+    concurrency: u32,
+    duration_secs: u32,
+    carts: u32,
+    mix: String,
+    skip_fsync: bool,
+}
+
+impl Params {
+    fn parse(args: &[String]) -> Result<Params, String> {
+        let mut p = Params {
+            concurrency: 64,
+            duration_secs: 20,
+            carts: 100_000,
+            mix: "add=70,read=20,remove=10".to_owned(),
+            skip_fsync: false,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            let num = |v: String| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("{flag} takes a positive integer, not {v:?}"))
+            };
+            match flag.as_str() {
+                "--concurrency" => p.concurrency = num(value()?)?,
+                "--duration-secs" => p.duration_secs = num(value()?)?,
+                "--carts" => p.carts = num(value()?)?,
+                "--mix" => p.mix = value()?,
+                "--skip-fsync" => p.skip_fsync = true,
+                other => {
+                    return Err(format!(
+                        "unknown bench-node flag {other:?} (--concurrency N, --duration-secs N, \
+                         --carts N, --mix SPEC, --skip-fsync)"
+                    ))
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    fn load_args(&self) -> Vec<String> {
+        [
+            "--concurrency",
+            &self.concurrency.to_string(),
+            "--duration",
+            &format!("{}s", self.duration_secs),
+            "--carts",
+            &self.carts.to_string(),
+            "--mix",
+            &self.mix,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// Kills the child on drop, so that an error path leaves no server behind.
+struct Guard(Child, &'static str);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SIGTERM first: the node shuts down cleanly; then make sure.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("xtask: {} did not stop on SIGTERM; killing it", self.1);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// A minimal HTTP/1.1 GET over loopback (xtask stays dependency-free).
+fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "GET {path}: {}",
+            out.lines().next().unwrap_or("no answer")
+        ));
+    }
+    Ok(out)
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("{what} did not come up within 30 s"))
+}
+
+/// The number in `"key": <number>` of a flat JSON summary (`cart-store load --json`).
+fn json_number(json: &str, key: &str) -> Result<f64, String> {
+    let at = json
+        .find(&format!("\"{key}\""))
+        .ok_or_else(|| format!("summary has no {key}"))?;
+    let rest = &json[at + key.len() + 2..];
+    let rest = rest.trim_start().trim_start_matches(':').trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .map_err(|_| format!("{key} is not a number in the summary"))
+}
+
+/// A metric's value from Prometheus text (sum over its label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Run {
+    throughput: f64,
+    p99_ms: f64,
+    errors: f64,
+    /// fsync mode: (fsyncs per second, writes per fsync), from the node's metrics.
+    fsyncs: Option<(f64, f64)>,
+}
+
+fn run_load(bin: &Path, target: &[String], p: &Params, json: &Path) -> Result<Run, String> {
+    let status = Command::new(bin)
+        .arg("load")
+        .args(target)
+        .args(p.load_args())
+        .arg("--json")
+        .arg(json)
+        .status()
+        .map_err(|e| format!("cannot run cart-store load: {e}"))?;
+    if !status.success() {
+        return Err(format!("cart-store load failed ({status})"));
+    }
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    Ok(Run {
+        throughput: json_number(&text, "throughput")?,
+        p99_ms: json_number(&text, "p99_ms")?,
+        errors: json_number(&text, "errors")?,
+        fsyncs: None,
+    })
+}
+
+fn node_run(bin: &Path, dir: &Path, durability: &str, p: &Params) -> Result<Run, String> {
+    let data = dir.join(format!("data-{durability}"));
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = dir.join(format!("node-{durability}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "region = \"bench\"\nnode_id = 1\ndata_dir = {:?}\nhttp_listen = \"{addr}\"\n\
+             durability = \"{durability}\"\n",
+            data.display().to_string()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join(format!("node-{durability}.log")))
+        .map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start cart-store: {e}"))?;
+    let _guard = Guard(child, "cart-store");
+    wait_until("cart-store", || http_get(addr, "/health").is_ok())?;
+    eprintln!("xtask: node ({durability}) up on {addr}; loading it");
+    let counters = |text: &str| {
+        (
+            metric(text, "cart_store_fsyncs_total"),
+            metric(text, "cart_store_write_batch_size_sum"),
+        )
+    };
+    let before = counters(&http_get(addr, "/metrics")?);
+    let started = Instant::now();
+    let mut run = run_load(
+        bin,
+        &["--url".to_owned(), format!("http://{addr}")],
+        p,
+        &dir.join(format!("node-{durability}.json")),
+    )?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = counters(&http_get(addr, "/metrics")?);
+    if durability == "fsync" {
+        let (fsyncs, writes) = (after.0 - before.0, after.1 - before.1);
+        run.fsyncs = Some((
+            fsyncs / elapsed,
+            if fsyncs > 0.0 { writes / fsyncs } else { 0.0 },
+        ));
+    }
+    Ok(run)
+}
+
+fn redis_run(bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if crate::is_root() && crate::has("apt-get") {
+            eprintln!("xtask: installing redis-server with apt-get");
+            let ok = Command::new("sh")
+                .args([
+                    "-c",
+                    "apt-get update -q && apt-get install -y -q redis-server",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return Err("installing redis-server failed".to_owned());
+            }
+        } else {
+            return Err("redis-server is missing: sudo apt-get install -y redis-server".to_owned());
+        }
+    }
+    let port = free_port()?;
+    let redis_dir = dir.join("redis");
+    std::fs::create_dir_all(&redis_dir).map_err(|e| e.to_string())?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&redis_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+    let _guard = Guard(child, "redis-server");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until("redis-server", || TcpStream::connect(addr).is_ok())?;
+    eprintln!("xtask: redis-server up on {addr}; loading it");
+    run_load(
+        bin,
+        &["--redis".to_owned(), format!("redis://{addr}/")],
+        p,
+        &dir.join("redis.json"),
+    )
+}
+
+/// Runs the whole comparison.
+pub fn bench_node(args: &[String]) -> Result<(), String> {
+    let p = Params::parse(args)?;
+    crate::cargo(&["build", "--release", "-p", "meridian-cart-store"])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    let bin = target.join("release").join("cart-store");
+    let dir = std::env::temp_dir().join(format!("meridian-bench-node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+
+    let node = node_run(&bin, &dir, "process", &p)?;
+    let fsync = if p.skip_fsync {
+        None
+    } else {
+        Some(node_run(&bin, &dir, "fsync", &p)?)
+    };
+    let redis = redis_run(&bin, &dir, &p)?;
+
+    println!();
+    println!(
+        "bench-node: {} clients, {} s, mix {}, {} carts",
+        p.concurrency, p.duration_secs, p.mix, p.carts
+    );
+    println!(
+        "  {:<28} {:>12} {:>10} {:>8}",
+        "target", "ops/s", "p99 ms", "errors"
+    );
+    let row = |name: &str, r: &Run| {
+        println!(
+            "  {name:<28} {:>12.0} {:>10.2} {:>8}",
+            r.throughput, r.p99_ms, r.errors
+        )
+    };
+    row("cart-store (process)", &node);
+    if let Some(f) = &fsync {
+        row("cart-store (fsync)", f);
+    }
+    row("redis (appendfsync everysec)", &redis);
+    println!(
+        "  ratio cart-store/redis throughput: {:.2}× (target ≥ 0.5×); p99 {:.2} ms (target < 5 ms)",
+        node.throughput / redis.throughput,
+        node.p99_ms
+    );
+    if let Some((ops, (per_sec, per_fsync))) =
+        fsync.and_then(|f| f.fsyncs.map(|x| (f.throughput, x)))
+    {
+        println!(
+            "  fsync mode: {ops:.0} ops/s with {per_sec:.0} fsyncs/s ({per_fsync:.1} writes per fsync)"
+        );
+    }
+    println!("  raw summaries and node logs: {}", dir.display());
+    Ok(())
+}
