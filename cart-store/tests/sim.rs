@@ -2,7 +2,7 @@
 //! synced and some not, with power failures and process crashes in between. After every
 //! step the node must agree with a plain reference model, and after a power failure with the
 //! model as of the last sync. Some requests carry idempotency keys from a small pool, so
-//! retries, misuses and keys lost in a crash all occur. A failure names its seed; `SIM_SEED=n` replays one seed.
+//! retries, misuses and keys lost in a crash all occur. A failure names its seed; `MERIDIAN_SEED=n` replays one seed.
 
 use meridian_cart_store::{Idempotency, MemStorage, Node, NodeConfig, NodeError, Op, WriteRequest};
 use meridian_clocks::{ManualClock, ReplicaId};
@@ -214,7 +214,7 @@ fn run(seed: u64) {
 
 #[test]
 fn node_agrees_with_the_model_through_crashes() {
-    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("MERIDIAN_SEED").ok().and_then(|s| s.parse().ok()) {
         run(seed);
         return;
     }
