@@ -214,7 +214,10 @@ fn run(seed: u64) {
 
 #[test]
 fn node_agrees_with_the_model_through_crashes() {
-    if let Some(seed) = std::env::var("MERIDIAN_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("MERIDIAN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         run(seed);
         return;
     }

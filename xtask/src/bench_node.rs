@@ -234,7 +234,7 @@ fn node_run(bin: &Path, dir: &Path, durability: &str, p: &Params) -> Result<Run,
     let started = Instant::now();
     let mut run = run_load(
         bin,
-        &["--url".to_owned(), format!("http://{addr}")],
+        &["--target".to_owned(), format!("http://{addr}")],
         p,
         &dir.join(format!("node-{durability}.json")),
     )?;

@@ -18,7 +18,7 @@
 mod bench_node;
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -72,8 +72,14 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The workspace being worked on. Read at run time: `cargo run` sets `CARGO_MANIFEST_DIR`
+/// for the process, while the compile-time value can belong to another checkout that shares
+/// the target directory (the uplifted `target/debug/xtask` is shared between them).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
