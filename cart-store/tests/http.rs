@@ -541,10 +541,13 @@ async fn request_ids_are_echoed_or_generated() {
         .unwrap();
     assert_eq!(a.call(req).await.headers["x-request-id"], "abc-123");
     let r = a.send("GET", "/carts/c", None).await;
-    let id = r.headers["x-request-id"].to_str().unwrap();
-    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let first = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let (prefix, n) = first.split_once('-').expect("PREFIX-COUNTER");
+    assert_eq!(prefix.len(), 8, "{first}");
+    assert!(n.parse::<u64>().is_ok(), "{first}");
     let r = a.send("GET", "/nope", None).await;
-    assert!(r.headers.contains_key("x-request-id"));
+    let second = r.headers["x-request-id"].to_str().unwrap();
+    assert_ne!(second, first, "generated ids are unique");
 }
 
 #[tokio::test]
