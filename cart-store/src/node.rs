@@ -544,7 +544,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         };
         let r = self.config.node_id;
         let max = self.config.cart_lines_max;
-        let full = |cart: &Cart, sku: &str| cart.quantity(sku) == 0 && cart.lines().len() >= max;
+        let full = |cart: &Cart, sku: &str| cart.quantity(sku) == 0 && cart.len() >= max;
         let seq = p.seq + 1;
         let ts = self.hlc.now();
         let token = CausalToken::single(r.0, seq);

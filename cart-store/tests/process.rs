@@ -113,6 +113,22 @@ impl Drop for NodeProc {
     }
 }
 
+/// Runs `cart-store serve --config CONFIG`, asserts that it refuses to start, and returns
+/// what it printed on stderr.
+fn serve_fails(config: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "serve started with {}",
+        config.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -214,13 +230,7 @@ fn a_data_dir_of_another_node_is_refused() {
     let node = NodeProc::start(dir.path(), 1, "");
     assert!(node.terminate().success());
     let config = write_config(dir.path(), 2, free_port(), "");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&config);
     assert!(
         err.contains("belongs to node_id 1") && err.contains("node_id 2"),
         "{err}"
@@ -387,13 +397,7 @@ fn bad_config_and_unbuilt_commands_fail_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "region = \"virginia\"\nnode_id = \"one\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&cfg);
     assert!(err.contains("bad.toml") && err.contains("node_id"), "{err}");
     let out = Command::new(BIN).arg("demo").output().unwrap();
     assert!(!out.status.success());
@@ -469,13 +473,7 @@ fn a_persisted_clock_bound_far_ahead_is_refused_unless_overridden() {
         db.write(&batch, true).unwrap();
     }
     let config = write_config(dir.path(), 1, free_port(), "");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&config);
     assert!(
         err.contains("ms ahead") && err.contains("clock_bound_override"),
         "{err}"
