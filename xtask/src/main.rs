@@ -5,7 +5,7 @@
 //!                           integration, examples' smoke tests, benches in test mode, doc tests)
 //! cargo xtask demo [ARGS]   check prerequisites, then run the demo
 //! cargo xtask bench [ARGS]  run the criterion benches (release profile)
-//! cargo xtask bench-node    a release node under `cart-store load`, against Redis
+//! cargo xtask bench-node    a release node under `cart-load`, against Redis
 //!                           (flags: --concurrency N --duration-secs N --carts N --mix SPEC
 //!                           --skip-fsync)
 //! cargo xtask setup         only check (and, as root with apt-get, install) prerequisites
