@@ -174,18 +174,17 @@ pub mod defaults {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
+    /// The file at `path` could not be read.
     #[error("cannot read config file {path}: {source}")]
+    #[allow(missing_docs)]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
-    /// The TOML is malformed or a key has the wrong type.
+    /// The TOML at `path` is malformed or a key has the wrong type.
     #[error("invalid config file {path}: {message}")]
     Parse {
-        /// The file.
+        #[allow(missing_docs)]
         path: PathBuf,
         /// The TOML parser's message, with line and column.
         message: String,
@@ -193,7 +192,7 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("invalid config: `{key}` {message}")]
     Invalid {
-        /// The key.
+        /// The config key, as written in the file.
         key: &'static str,
         /// What is wrong and what is allowed.
         message: String,

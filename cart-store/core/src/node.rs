@@ -60,25 +60,15 @@ impl NodeConfig {
 /// A mutation of one cart. Its fields are validated types, so it cannot hold a bad value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Add to a line (creating it).
-    Add {
-        /// The line.
-        sku: Sku,
-        /// How many to add.
-        quantity: Increment,
-    },
-    /// Set a line's quantity; 0 removes the line.
-    Set {
-        /// The line.
-        sku: Sku,
-        /// The new quantity.
-        quantity: Quantity,
-    },
-    /// Remove a line.
-    Remove {
-        /// The line.
-        sku: Sku,
-    },
+    /// Add `quantity` to line `sku` (creating it).
+    #[allow(missing_docs)]
+    Add { sku: Sku, quantity: Increment },
+    /// Set line `sku` to `quantity`; 0 removes the line.
+    #[allow(missing_docs)]
+    Set { sku: Sku, quantity: Quantity },
+    /// Remove line `sku`.
+    #[allow(missing_docs)]
+    Remove { sku: Sku },
     /// Remove every line.
     Clear,
     /// Order exactly the observed lines and remove them.
@@ -88,7 +78,7 @@ pub enum Op {
 /// An `Idempotency-Key` and the fingerprint of the request that carried it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Idempotency {
-    /// The key.
+    /// The client's key, remembered for `idempotency_ttl`.
     pub key: IdempotencyKey,
     /// A hash of method, path and body ([`codec::fnv1a64`]): a retry must match it.
     pub fingerprint: u64,
@@ -224,36 +214,28 @@ pub struct Applied {
     pub replayed: bool,
 }
 
-/// Why one write (or read) was refused. The message says what to change.
+/// Why one write (or read) was refused. The message says what to change; the fields are
+/// what the message names.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)]
 pub enum NodeError {
     /// A cart id, sku or quantity was refused.
     #[error(transparent)]
     Input(#[from] InputError),
     /// The cart has `cart_lines_max` lines already.
     #[error("cart {cart:?} already has {max} lines, the maximum; remove a line first")]
-    CartFull {
-        /// The cart.
-        cart: CartId,
-        /// The limit.
-        max: usize,
-    },
+    CartFull { cart: CartId, max: usize },
     /// An add would take the line past [`QUANTITY_MAX`].
     #[error(
         "line {sku:?} of cart {cart:?} holds {current}; adding {adding} would pass the maximum \
          {max} (set the quantity instead)"
     )]
     LineFull {
-        /// The cart.
         cart: CartId,
-        /// The line.
         sku: Sku,
-        /// Its quantity now.
         current: u32,
-        /// The refused increment.
         adding: u32,
-        /// The limit.
         max: u32,
     },
     /// The cart's encoded state would exceed `cart_bytes_max`.
@@ -263,11 +245,8 @@ pub enum NodeError {
          compact it"
     )]
     CartTooLarge {
-        /// The cart.
         cart: CartId,
-        /// Its encoded size after the write.
         bytes: usize,
-        /// The limit.
         max: usize,
     },
     /// Checkout of a cart with no lines.
@@ -281,20 +260,10 @@ pub enum NodeError {
     IdempotencyMismatch(String),
     /// A stored cart could not be decoded: corruption, confined to this cart.
     #[error("stored data for cart {cart:?} is corrupt: {source}")]
-    Corrupt {
-        /// The cart.
-        cart: String,
-        /// What the decoder found.
-        source: CodecError,
-    },
+    Corrupt { cart: String, source: CodecError },
     /// A delta log entry could not be decoded.
     #[error("the delta log entry with key {key:02x?} is corrupt: {source}")]
-    CorruptLog {
-        /// The entry's key.
-        key: Vec<u8>,
-        /// What the decoder found.
-        source: CodecError,
-    },
+    CorruptLog { key: Vec<u8>, source: CodecError },
     /// The storage engine failed (see [`StorageError::is_transient`]).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -499,12 +468,12 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         })
     }
 
-    /// The storage.
+    /// The storage the node commits to (readers may read it directly).
     pub fn storage(&self) -> &S {
         &self.storage
     }
 
-    /// The HLC.
+    /// The clock that stamps every write (its bound is persisted with each batch).
     pub fn hlc(&self) -> &Hlc<C> {
         &self.hlc
     }
@@ -616,7 +585,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 return Ok(staged);
             }
         }
-        let (mut cart, existed) = self.load(&req.cart, p)?;
+        let PendingCart { mut cart, existed } = self.load(&req.cart, p)?;
         let seq = p.seq + 1;
         let ts = self.hlc.now();
         let token = CausalToken::single(self.config.node_id.0, seq);
@@ -696,20 +665,28 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
     }
 
     /// The cart as this batch has left it so far, and whether it existed before.
-    fn load(&self, id: &CartId, p: &Pending) -> Result<(Cart, bool), NodeError> {
+    fn load(&self, id: &CartId, p: &Pending) -> Result<PendingCart, NodeError> {
         if let Some(pc) = p.carts.get(id) {
-            return Ok((pc.cart.clone(), pc.existed));
+            return Ok(PendingCart {
+                cart: pc.cart.clone(),
+                existed: pc.existed,
+            });
         }
-        match self.storage.get(Cf::Carts, id.as_str().as_bytes())? {
-            None => Ok((Cart::default(), false)),
-            Some(bytes) => {
-                let cart = codec::decode_cart(&bytes).map_err(|source| NodeError::Corrupt {
-                    cart: id.to_string(),
-                    source,
-                })?;
-                Ok((cart, true))
-            }
-        }
+        let stored = self.storage.get(Cf::Carts, id.as_str().as_bytes())?;
+        let Some(bytes) = stored else {
+            return Ok(PendingCart {
+                cart: Cart::default(),
+                existed: false,
+            });
+        };
+        let cart = codec::decode_cart(&bytes).map_err(|source| NodeError::Corrupt {
+            cart: id.to_string(),
+            source,
+        })?;
+        Ok(PendingCart {
+            cart,
+            existed: true,
+        })
     }
 
     /// Applies the operation to `cart`: its delta and answer, or `None` if it changes

@@ -91,7 +91,7 @@ macro_rules! id_type {
                 }
             }
 
-            /// The id.
+            /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -195,7 +195,7 @@ impl IdempotencyKey {
         }
     }
 
-    /// The key.
+    /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

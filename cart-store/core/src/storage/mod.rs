@@ -36,14 +36,12 @@ impl Cf {
     }
 }
 
-/// One put or delete.
+/// One put (`value` is `Some`) or delete (`None`) of `key` in column family `cf`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct BatchOp {
-    /// Where.
     pub cf: Cf,
-    /// The key.
     pub key: Vec<u8>,
-    /// The new value, or `None` to delete.
     pub value: Option<Vec<u8>>,
 }
 
