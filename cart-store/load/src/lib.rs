@@ -18,6 +18,8 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use meridian_testkit::SplitMix64;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most clients.
@@ -215,117 +217,138 @@ enum Outcome {
     EmptyCheckout,
 }
 
+/// An HTTP request of the node's API: method, path and JSON body.
+fn http_request(kind: OpKind, cart: u64, sku: u64) -> (Method, String, Option<String>) {
+    match kind {
+        OpKind::Add => (
+            Method::POST,
+            format!("/carts/load-{cart}/items"),
+            Some(format!(r#"{{"sku":"sku-{sku}","quantity":1}}"#)),
+        ),
+        OpKind::Set => (
+            Method::PUT,
+            format!("/carts/load-{cart}/items/sku-{sku}"),
+            Some(format!(r#"{{"quantity":{}}}"#, 1 + sku % 5)),
+        ),
+        OpKind::Remove => (
+            Method::DELETE,
+            format!("/carts/load-{cart}/items/sku-{sku}"),
+            None,
+        ),
+        OpKind::Read => (Method::GET, format!("/carts/load-{cart}"), None),
+        OpKind::Checkout => (Method::POST, format!("/carts/load-{cart}/checkout"), None),
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Sends `req` on `s` and reads the whole answer, so the connection can carry the next one.
+async fn send(s: &mut Sender, req: Request<Full<Bytes>>) -> Result<hyper::StatusCode, String> {
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(status)
+    })
+    .await
+    .map_err(|_| format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))?;
+    answer
+}
+
 impl Conn {
     async fn issue(&mut self, kind: OpKind, cart: u64, sku: u64) -> Result<Outcome, String> {
         match self {
             Conn::Http { addr, host, sender } => {
-                let (method, path, body) = match kind {
-                    OpKind::Add => (
-                        Method::POST,
-                        format!("/carts/load-{cart}/items"),
-                        Some(format!(r#"{{"sku":"sku-{sku}","quantity":1}}"#)),
-                    ),
-                    OpKind::Set => (
-                        Method::PUT,
-                        format!("/carts/load-{cart}/items/sku-{sku}"),
-                        Some(format!(r#"{{"quantity":{}}}"#, 1 + sku % 5)),
-                    ),
-                    OpKind::Remove => (
-                        Method::DELETE,
-                        format!("/carts/load-{cart}/items/sku-{sku}"),
-                        None,
-                    ),
-                    OpKind::Read => (Method::GET, format!("/carts/load-{cart}"), None),
-                    OpKind::Checkout => {
-                        (Method::POST, format!("/carts/load-{cart}/checkout"), None)
-                    }
-                };
-                let mut req = Request::builder()
-                    .method(method)
-                    .uri(path)
-                    .header(hyper::header::HOST, host.as_str());
-                if body.is_some() {
-                    req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-                }
-                let req = req
-                    .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                    .map_err(|e| e.to_string())?;
-                // (Re)connect lazily: after an error the connection is dropped.
-                let mut s = match sender.take() {
-                    Some(s) if !s.is_closed() => s,
-                    _ => handshake(*addr).await?,
-                };
-                let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                    let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
-                    let status = resp.status();
-                    // Read the body so the connection can carry the next request.
-                    resp.into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok::<_, String>(status)
-                })
+                issue_http(*addr, host, sender, kind, cart, sku).await
+            }
+            Conn::Redis(con) => issue_redis(con, kind, cart, sku)
                 .await
-                .map_err(|_| format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))?;
-                let status = answer?;
-                *sender = Some(s);
-                if status.is_success() {
-                    Ok(Outcome::Ok)
-                } else if kind == OpKind::Checkout && status.as_u16() == 409 {
-                    Ok(Outcome::EmptyCheckout)
-                } else {
-                    Err(format!("HTTP {status}"))
-                }
-            }
-            Conn::Redis(con) => {
-                let key = format!("cart:load-{cart}");
-                let field = format!("sku-{sku}");
-                let r = match kind {
-                    OpKind::Add => redis::cmd("HINCRBY")
-                        .arg(&key)
-                        .arg(&field)
-                        .arg(1)
-                        .query_async::<i64>(con)
-                        .await
-                        .map(|_| Outcome::Ok),
-                    OpKind::Set => redis::cmd("HSET")
-                        .arg(&key)
-                        .arg(&field)
-                        .arg(1 + sku % 5)
-                        .query_async::<i64>(con)
-                        .await
-                        .map(|_| Outcome::Ok),
-                    OpKind::Remove => redis::cmd("HDEL")
-                        .arg(&key)
-                        .arg(&field)
-                        .query_async::<i64>(con)
-                        .await
-                        .map(|_| Outcome::Ok),
-                    OpKind::Read => redis::cmd("HGETALL")
-                        .arg(&key)
-                        .query_async::<Vec<(String, i64)>>(con)
-                        .await
-                        .map(|_| Outcome::Ok),
-                    OpKind::Checkout => {
-                        match redis::cmd("HGETALL")
-                            .arg(&key)
-                            .query_async::<Vec<(String, i64)>>(con)
-                            .await
-                        {
-                            Ok(lines) if lines.is_empty() => Ok(Outcome::EmptyCheckout),
-                            Ok(_) => redis::cmd("DEL")
-                                .arg(&key)
-                                .query_async::<i64>(con)
-                                .await
-                                .map(|_| Outcome::Ok),
-                            Err(e) => Err(e),
-                        }
-                    }
-                };
-                r.map_err(|e| format!("redis: {e}"))
-            }
+                .map_err(|e| format!("redis: {e}")),
         }
     }
+}
+
+async fn issue_http(
+    addr: std::net::SocketAddr,
+    host: &str,
+    sender: &mut Option<Sender>,
+    kind: OpKind,
+    cart: u64,
+    sku: u64,
+) -> Result<Outcome, String> {
+    let (method, path, body) = http_request(kind, cart, sku);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host);
+    if body.is_some() {
+        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    // (Re)connect lazily: after an error the connection is dropped.
+    let mut s = match sender.take() {
+        Some(s) if !s.is_closed() => s,
+        _ => handshake(addr).await?,
+    };
+    let status = send(&mut s, req).await?;
+    *sender = Some(s);
+    if status.is_success() {
+        Ok(Outcome::Ok)
+    } else if kind == OpKind::Checkout && status.as_u16() == 409 {
+        Ok(Outcome::EmptyCheckout)
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// The same operation against Redis: a cart is a hash of sku → quantity.
+async fn issue_redis(
+    con: &mut redis::aio::MultiplexedConnection,
+    kind: OpKind,
+    cart: u64,
+    sku: u64,
+) -> redis::RedisResult<Outcome> {
+    let key = format!("cart:load-{cart}");
+    let field = format!("sku-{sku}");
+    let cmd = |name: &str| {
+        let mut c = redis::cmd(name);
+        c.arg(&key);
+        c
+    };
+    match kind {
+        OpKind::Add => {
+            let n: i64 = cmd("HINCRBY").arg(&field).arg(1).query_async(con).await?;
+            let _ = n;
+        }
+        OpKind::Set => {
+            let n: i64 = cmd("HSET")
+                .arg(&field)
+                .arg(1 + sku % 5)
+                .query_async(con)
+                .await?;
+            let _ = n;
+        }
+        OpKind::Remove => {
+            let n: i64 = cmd("HDEL").arg(&field).query_async(con).await?;
+            let _ = n;
+        }
+        OpKind::Read => {
+            let _lines: Vec<(String, i64)> = cmd("HGETALL").query_async(con).await?;
+        }
+        OpKind::Checkout => {
+            let lines: Vec<(String, i64)> = cmd("HGETALL").query_async(con).await?;
+            if lines.is_empty() {
+                return Ok(Outcome::EmptyCheckout);
+            }
+            let _deleted: i64 = cmd("DEL").query_async(con).await?;
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 /// Why a load run could not start.
@@ -368,23 +391,28 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
-/// Runs the load and returns the summary. The first error, if any, is printed to stderr
-/// with the error count.
-pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
-    if config.targets.is_empty() && config.redis.is_none() {
-        return Err(LoadError("give at least one --target URL".into()));
+impl LoadConfig {
+    fn check(&self) -> Result<(), LoadError> {
+        if self.targets.is_empty() && self.redis.is_none() {
+            return Err(LoadError("give at least one --target URL".into()));
+        }
+        if !(1..=CONCURRENCY_MAX).contains(&self.concurrency) {
+            return Err(LoadError(format!(
+                "concurrency must be 1..={CONCURRENCY_MAX}"
+            )));
+        }
+        if self.duration.is_zero() || self.duration > DURATION_MAX {
+            return Err(LoadError("duration must be between 1 ms and 1 h".into()));
+        }
+        if self.carts == 0 || self.skus == 0 {
+            return Err(LoadError("carts and skus must be at least 1".into()));
+        }
+        Ok(())
     }
-    if !(1..=CONCURRENCY_MAX).contains(&config.concurrency) {
-        return Err(LoadError(format!(
-            "concurrency must be 1..={CONCURRENCY_MAX}"
-        )));
-    }
-    if config.duration.is_zero() || config.duration > DURATION_MAX {
-        return Err(LoadError("duration must be between 1 ms and 1 h".into()));
-    }
-    if config.carts == 0 || config.skus == 0 {
-        return Err(LoadError("carts and skus must be at least 1".into()));
-    }
+}
+
+/// One connection per client: to Redis, or to the targets in turn.
+async fn connect(config: &LoadConfig) -> Result<Vec<Conn>, LoadError> {
     let mut conns = Vec::with_capacity(config.concurrency);
     for c in 0..config.concurrency {
         conns.push(match &config.redis {
@@ -407,90 +435,111 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
             }
         });
     }
-    let bar = if config.progress {
-        let b = indicatif::ProgressBar::new(config.duration.as_secs().max(1));
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
-                .expect("static template"),
-        );
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
+    Ok(conns)
+}
+
+fn progress_bar(config: &LoadConfig) -> indicatif::ProgressBar {
+    if !config.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(config.duration.as_secs().max(1));
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
+            .expect("static template"),
+    );
+    b
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds")
+}
+
+/// One client: issue seeded operations on `conn` until `deadline`.
+async fn client(
+    cfg: LoadConfig,
+    c: usize,
+    mut conn: Conn,
+    deadline: Instant,
+    done: Arc<AtomicU64>,
+) -> ClientResult {
+    let mut rng = SplitMix64::new(cfg.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut res = ClientResult {
+        hist: histogram(),
+        errors: 0,
+        empty_checkouts: 0,
+        first_error: None,
     };
+    while Instant::now() < deadline {
+        let kind = cfg.mix.pick(rng.next_u64());
+        let (cart, sku) = (rng.below(cfg.carts), rng.below(cfg.skus));
+        let t = Instant::now();
+        let outcome = conn.issue(kind, cart, sku).await;
+        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        res.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+        done.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(Outcome::Ok) => {}
+            Ok(Outcome::EmptyCheckout) => res.empty_checkouts += 1,
+            Err(e) => {
+                res.errors += 1;
+                res.first_error.get_or_insert(e);
+            }
+        }
+    }
+    res
+}
+
+/// Runs the load and returns the summary. The first error, if any, is printed to stderr
+/// with the error count.
+pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
+    config.check()?;
+    let conns = connect(&config).await?;
+    let bar = progress_bar(&config);
     let start = Instant::now();
     let deadline = start + config.duration;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for (c, mut conn) in conns.into_iter().enumerate() {
-        let cfg = config.clone();
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng =
-                SplitMix64::new(cfg.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut res = ClientResult {
-                hist: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
-                errors: 0,
-                empty_checkouts: 0,
-                first_error: None,
-            };
-            while Instant::now() < deadline {
-                let kind = cfg.mix.pick(rng.next_u64());
-                let cart = rng.below(cfg.carts);
-                let sku = rng.below(cfg.skus);
-                let t = Instant::now();
-                let outcome = match conn.issue(kind, cart, sku).await {
-                    Ok(Outcome::Ok) => Ok(()),
-                    Ok(Outcome::EmptyCheckout) => {
-                        res.empty_checkouts += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-                res.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Err(e) = outcome {
-                    res.errors += 1;
-                    if res.first_error.is_none() {
-                        res.first_error = Some(e);
-                    }
-                }
-            }
-            res
-        }));
-    }
-    // Progress: once a second until the deadline.
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, conn)| tokio::spawn(client(config.clone(), c, conn, deadline, done.clone())))
+        .collect();
+    // Progress: a few times a second until the deadline.
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250).min(config.duration)).await;
         let secs = start.elapsed().as_secs_f64();
-        let n = done.load(std::sync::atomic::Ordering::Relaxed);
+        let n = done.load(Ordering::Relaxed);
         bar.set_position(start.elapsed().as_secs().min(config.duration.as_secs()));
         bar.set_message(format!("{n} requests, {:.0}/s", n as f64 / secs.max(1e-9)));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3).expect("bounds");
-    let (mut errors, mut empty) = (0, 0);
-    let mut first_error = None;
+    let mut total = ClientResult {
+        hist: histogram(),
+        errors: 0,
+        empty_checkouts: 0,
+        first_error: None,
+    };
     for t in tasks {
         let r = t
             .await
             .map_err(|e| LoadError(format!("a client task failed: {e}")))?;
-        hist.add(&r.hist).expect("same bounds");
-        errors += r.errors;
-        empty += r.empty_checkouts;
-        if first_error.is_none() {
-            first_error = r.first_error;
-        }
+        total.hist.add(&r.hist).expect("same bounds");
+        total.errors += r.errors;
+        total.empty_checkouts += r.empty_checkouts;
+        total.first_error = total.first_error.or(r.first_error);
     }
-    if let Some(e) = first_error {
-        eprintln!("cart-store load: {errors} errors; the first: {e}");
+    if let Some(e) = &total.first_error {
+        eprintln!("cart-load: {} errors; the first: {e}", total.errors);
     }
     bar.finish_and_clear();
-    let elapsed = start.elapsed().as_secs_f64();
+    Ok(report(&config, &total, start.elapsed().as_secs_f64()))
+}
+
+fn report(config: &LoadConfig, total: &ClientResult, elapsed: f64) -> LoadReport {
+    let hist = &total.hist;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Ok(LoadReport {
+    LoadReport {
         requests: hist.len(),
-        errors,
-        empty_checkouts: empty,
+        errors: total.errors,
+        empty_checkouts: total.empty_checkouts,
         elapsed_secs: elapsed,
         throughput: hist.len() as f64 / elapsed,
         p50_ms: ms(0.5),
@@ -499,7 +548,7 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
         max_ms: hist.max() as f64 / 1000.0,
         mix: config.mix,
         concurrency: config.concurrency,
-    })
+    }
 }
 
 #[cfg(test)]
