@@ -111,11 +111,13 @@ pub(crate) fn validate_context(cc: &CausalContext) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a whole causal state: a canonical context, a valid store, every dot covered.
+/// Checks a whole causal state: a canonical context, a valid store, every dot covered by
+/// the context, and no dot held twice (under two keys, or twice under one).
 pub(crate) fn validate_causal<S: DotStore>(store: &S, cc: &CausalContext) -> Result<(), Error> {
     validate_context(cc)?;
     store.validate_store()?;
     let mut bad = None;
+    let mut dots = Vec::new();
     store.for_each_dot(&mut |d| {
         if bad.is_none() {
             if d.counter == 0 {
@@ -124,8 +126,19 @@ pub(crate) fn validate_causal<S: DotStore>(store: &S, cc: &CausalContext) -> Res
                 bad = Some(Error::DotOutsideContext { dot: d });
             }
         }
+        dots.push(d);
     });
-    bad.map_or(Ok(()), Err)
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    // One dot names one event, so it sits under one key. The joins rely on it (a small
+    // delta joins only its own keys), so a state that breaks it would merge differently in
+    // different orders. Sorting is O(n log n) in the dots, which decoding already bounds.
+    dots.sort_unstable();
+    match dots.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(Error::DuplicateDot { dot: w[0] }),
+        None => Ok(()),
+    }
 }
 
 /// Merges `other` into `cc`. A delta's context is usually a few cloud dots: inserting them

@@ -16,6 +16,12 @@ pub enum Error {
         /// The offending dot.
         dot: Dot,
     },
+    /// A dot held twice by one store (under two keys of a map, say). A dot names one event,
+    /// and merge relies on it: such a state would merge differently in different orders.
+    DuplicateDot {
+        /// The dot held twice.
+        dot: Dot,
+    },
     /// A dot with counter 0; counters start at 1.
     ZeroCounter {
         /// The offending dot.
@@ -45,6 +51,12 @@ impl fmt::Display for Error {
         match self {
             Error::DotOutsideContext { dot } => {
                 write!(f, "dot {dot} is in the store but not in its causal context")
+            }
+            Error::DuplicateDot { dot } => {
+                write!(
+                    f,
+                    "dot {dot} is held twice in one store (one dot names one event)"
+                )
             }
             Error::ZeroCounter { dot } => {
                 write!(f, "dot {dot} has counter 0 (counters start at 1)")
