@@ -26,13 +26,14 @@ use std::fmt::Debug;
 /// use meridian_clocks::ReplicaId;
 /// let (a, b) = (ReplicaId(1), ReplicaId(2));
 /// let mut x = AwSet::new();
-/// x.add(a, "milk");
+/// x.add(a, "milk")?;
 /// let mut y = x.clone();
 /// y.remove(&"milk");   // y saw the first add …
-/// x.add(a, "milk");    // … not this one
+/// x.add(a, "milk")?;   // … not this one
 /// x.merge(&y);
 /// y.merge(&x);
 /// assert!(x.contains(&"milk") && x == y);
+/// # Ok::<(), meridian_crdt::Error>(())
 /// ```
 ///
 /// # Encoding
@@ -65,18 +66,20 @@ impl<T: Ord + Clone + Debug> AwSet<T> {
 
     /// Adds `x` on behalf of `r`; returns the delta (one element, one dot, and the dots it
     /// supersedes).
-    pub fn add(&mut self, r: ReplicaId, x: T) -> AwSet<T> {
+    ///
+    /// Fails with [`Error::DotsExhausted`], changing nothing, if `r` has no fresh dot left.
+    pub fn add(&mut self, r: ReplicaId, x: T) -> Result<AwSet<T>, Error> {
         let mut m = DeltaContext::new(&self.cc, r);
         let dots = match self.store.get(&x) {
-            Some(cur) => cur.enable(&mut m),
-            None => DotSet::default().enable(&mut m),
+            Some(cur) => cur.enable(&mut m)?,
+            None => DotSet::default().enable(&mut m)?,
         };
         let delta = AwSet {
             store: DotMap::single(x, dots),
             cc: m.into_context(),
         };
         self.apply_local(&delta);
-        delta
+        Ok(delta)
     }
 
     /// Removes `x` (the adds of it that this replica has seen); returns the delta, which

@@ -57,13 +57,14 @@ pub enum Entry {
 /// use meridian_clocks::{HlcTimestamp, ReplicaId};
 /// let (virginia, tokyo) = (ReplicaId(1), ReplicaId(2));
 /// let mut v = Cart::default();
-/// v.add(virginia, "tea", 1);
+/// v.add(virginia, "tea", 1)?;
 /// let mut t = v.clone();
-/// v.set(virginia, HlcTimestamp::new(1_000, 0), "tea", 3); // concurrent with …
-/// t.remove("tea");                                       // … this remove
+/// v.set(virginia, HlcTimestamp::new(1_000, 0), "tea", 3)?; // concurrent with …
+/// t.remove("tea");                                        // … this remove
 /// v.merge(&t);
 /// t.merge(&v);
 /// assert_eq!((v.quantity("tea"), t.quantity("tea")), (3, 3));
+/// # Ok::<(), meridian_crdt::Error>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cart {
@@ -128,38 +129,50 @@ impl Cart {
 
     /// Adds `n` of `sku` on behalf of replica `r`; returns the delta: one entry and a context
     /// holding only its dot. `n == 0` changes nothing and returns an empty delta.
-    pub fn add(&mut self, r: ReplicaId, sku: &str, n: u32) -> Cart {
+    ///
+    /// Fails with [`Error::DotsExhausted`], changing nothing, if `r` has no fresh dot left
+    /// (this cart has seen `r`'s dot at [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX)); the
+    /// replica must continue under a new id.
+    pub fn add(&mut self, r: ReplicaId, sku: &str, n: u32) -> Result<Cart, Error> {
         if n == 0 {
-            return Cart::default();
+            return Ok(Cart::default());
         }
         let mut m = DeltaContext::new(&self.cc, r);
-        let d = m.next_dot();
+        let d = m.next_dot()?;
         let delta = Cart {
             lines: DotMap::single(sku.to_string(), DotFun::single(d, Entry::Add(n))),
             cc: m.into_context(),
         };
         self.apply_line(sku, &delta);
-        delta
+        Ok(delta)
     }
 
     /// Sets the quantity of `sku` to `n` at HLC time `ts` on behalf of `r`: drops the line's
     /// observed dots and, if `n > 0`, adds a base of `n`. `n == 0` is [`remove`](Self::remove).
     /// Returns the delta.
-    pub fn set(&mut self, r: ReplicaId, ts: HlcTimestamp, sku: &str, n: u32) -> Cart {
+    ///
+    /// Fails like [`add`](Self::add), changing nothing, if `r` has no fresh dot left.
+    pub fn set(
+        &mut self,
+        r: ReplicaId,
+        ts: HlcTimestamp,
+        sku: &str,
+        n: u32,
+    ) -> Result<Cart, Error> {
         if n == 0 {
-            return self.remove(sku);
+            return Ok(self.remove(sku));
         }
         let mut m = DeltaContext::new(&self.cc, r);
         if let Some(line) = self.lines.inner().get(sku) {
             m.observe_store(line);
         }
-        let d = m.next_dot();
+        let d = m.next_dot()?;
         let delta = Cart {
             lines: DotMap::single(sku.to_string(), DotFun::single(d, Entry::Set { n, ts })),
             cc: m.into_context(),
         };
         self.apply_line(sku, &delta);
-        delta
+        Ok(delta)
     }
 
     /// Removes the line `sku` as observed; returns the delta (no entry, only the dropped

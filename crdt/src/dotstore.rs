@@ -17,6 +17,16 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+/// The highest dot counter a valid state may hold: 2^53 − 1.
+///
+/// [`Validate`](crate::Validate) rejects any context or store with a counter above it, and
+/// [`DeltaContext::next_dot`] refuses to allocate past it ([`Error::DotsExhausted`]) instead
+/// of saturating and handing out one dot twice. It is far beyond any real history (a
+/// replica issuing a million dots a second needs 285 years to reach it), far enough below
+/// `u64::MAX` that counter arithmetic (`counter + 1`, a run's `start + len`) cannot
+/// overflow, and it is the largest integer every JSON parser holds exactly.
+pub const DOT_COUNTER_MAX: u64 = (1 << 53) - 1;
+
 /// A store of dots that joins under a pair of causal contexts.
 pub trait DotStore: Clone + Default + Debug + Eq {
     /// True iff the store holds no dot (the bottom element).
@@ -70,16 +80,19 @@ impl<'a> DeltaContext<'a> {
     }
 
     /// A dot never seen by the replica, recorded in the delta's context.
-    pub fn next_dot(&mut self) -> Dot {
+    ///
+    /// Fails with [`Error::DotsExhausted`] if the replica has already seen a dot of its own
+    /// at [`DOT_COUNTER_MAX`]: there is no fresh dot left, and reusing one would lose the
+    /// event. The replica needs a new [`ReplicaId`].
+    pub fn next_dot(&mut self) -> Result<Dot, Error> {
         let r = self.replica;
-        let c = self
-            .base
-            .max_counter(r)
-            .max(self.delta.max_counter(r))
-            .saturating_add(1);
-        let d = Dot::new(r, c);
+        let c = self.base.max_counter(r).max(self.delta.max_counter(r));
+        if c >= DOT_COUNTER_MAX {
+            return Err(Error::DotsExhausted { replica: r });
+        }
+        let d = Dot::new(r, c + 1);
         self.delta.insert(d);
-        d
+        Ok(d)
     }
 
     /// Records that the mutation observed (and so drops, unless it re-adds) `d`.
@@ -98,11 +111,22 @@ impl<'a> DeltaContext<'a> {
     }
 }
 
-/// Checks that `cc` is in canonical (compact) form with no zero counters.
+/// Checks that `cc` is in canonical (compact) form, with no counter 0 and none above
+/// [`DOT_COUNTER_MAX`].
 pub(crate) fn validate_context(cc: &CausalContext) -> Result<(), Error> {
+    for (r, c) in cc.version_vector().iter() {
+        if c > DOT_COUNTER_MAX {
+            return Err(Error::CounterTooLarge {
+                dot: Dot::new(r, c),
+            });
+        }
+    }
     for d in cc.cloud() {
         if d.counter == 0 {
             return Err(Error::ZeroCounter { dot: d });
+        }
+        if d.counter > DOT_COUNTER_MAX {
+            return Err(Error::CounterTooLarge { dot: d });
         }
         if d.counter <= cc.version_vector().get(d.replica).saturating_add(1) {
             return Err(Error::ContextNotCompact { dot: d });
@@ -245,9 +269,10 @@ impl DotSet {
     }
 
     /// Delta mutator: replaces the observed dots with one fresh dot ("enable" / "add").
-    pub fn enable(&self, m: &mut DeltaContext<'_>) -> DotSet {
+    /// Fails only if the replica has no fresh dot left ([`DeltaContext::next_dot`]).
+    pub fn enable(&self, m: &mut DeltaContext<'_>) -> Result<DotSet, Error> {
         m.observe_store(self);
-        DotSet::single(m.next_dot())
+        Ok(DotSet::single(m.next_dot()?))
     }
 }
 
@@ -403,9 +428,10 @@ impl<V> DotFun<V> {
 
 impl<V: Clone + Debug + Ord> DotFun<V> {
     /// Delta mutator of a multi-value register: replaces every observed value with `v`.
-    pub fn write(&self, m: &mut DeltaContext<'_>, v: V) -> DotFun<V> {
+    /// Fails only if the replica has no fresh dot left ([`DeltaContext::next_dot`]).
+    pub fn write(&self, m: &mut DeltaContext<'_>, v: V) -> Result<DotFun<V>, Error> {
         m.observe_store(self);
-        DotFun::single(m.next_dot(), v)
+        Ok(DotFun::single(m.next_dot()?, v))
     }
 }
 
@@ -564,13 +590,13 @@ impl<K: Ord + Clone + Debug, V: DotStore> DotMap<K, V> {
     }
 
     /// Delta mutator of a nested map: applies the delta mutator `f` to the value at `k`.
-    pub fn update<F>(&self, k: K, m: &mut DeltaContext<'_>, f: F) -> DotMap<K, V>
+    pub fn update<F>(&self, k: K, m: &mut DeltaContext<'_>, f: F) -> Result<DotMap<K, V>, Error>
     where
-        F: FnOnce(&V, &mut DeltaContext<'_>) -> V,
+        F: FnOnce(&V, &mut DeltaContext<'_>) -> Result<V, Error>,
     {
         let bottom = V::default();
         let cur = self.0.get(&k).unwrap_or(&bottom);
-        DotMap::single(k, f(cur, m))
+        Ok(DotMap::single(k, f(cur, m)?))
     }
 
     /// Delta mutator of a nested map: removes `k` (observed-remove).

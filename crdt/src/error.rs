@@ -27,6 +27,19 @@ pub enum Error {
         /// The offending dot.
         dot: Dot,
     },
+    /// A dot or context counter above [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX). A replica
+    /// that merged it could never allocate a fresh dot again.
+    CounterTooLarge {
+        /// The offending dot (for a version-vector entry, its highest dot).
+        dot: Dot,
+    },
+    /// A mutator needed a fresh dot for `replica`, but the state has already seen that
+    /// replica's dot at [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX). Nothing was changed;
+    /// the replica must continue under a new id.
+    DotsExhausted {
+        /// The replica with no fresh dot left.
+        replica: meridian_clocks::ReplicaId,
+    },
     /// A causal context whose dot cloud holds a dot that belongs in its version vector.
     ContextNotCompact {
         /// The cloud dot that should have been folded into the prefix.
@@ -61,6 +74,16 @@ impl fmt::Display for Error {
             Error::ZeroCounter { dot } => {
                 write!(f, "dot {dot} has counter 0 (counters start at 1)")
             }
+            Error::CounterTooLarge { dot } => write!(
+                f,
+                "dot {dot} has a counter above DOT_COUNTER_MAX ({})",
+                crate::DOT_COUNTER_MAX
+            ),
+            Error::DotsExhausted { replica } => write!(
+                f,
+                "replica {replica} has no fresh dot left (its counter reached DOT_COUNTER_MAX); \
+                 it must continue under a new replica id"
+            ),
             Error::ContextNotCompact { dot } => {
                 write!(
                     f,

@@ -12,7 +12,7 @@
 //! let cfg = bincode::config::standard();
 //!
 //! let mut cart = Cart::default();
-//! let delta = cart.add(ReplicaId(1), "tea", 2);
+//! let delta = cart.add(ReplicaId(1), "tea", 2)?;
 //! let mut bytes = vec![wire::FORMAT_VERSION];
 //! bytes.extend(bincode::serde::encode_to_vec(&delta, cfg)?);
 //! assert!(bytes.len() <= 48);

@@ -55,8 +55,8 @@ fn converge(states: &[Cart]) -> Cart {
 fn row_add_add_both_count() {
     let mut a = Cart::default();
     let mut b = Cart::default();
-    a.add(A, "tea", 1);
-    b.add(B, "tea", 1);
+    a.add(A, "tea", 1).expect("fresh dot");
+    b.add(B, "tea", 1).expect("fresh dot");
     assert_eq!(converge(&[a, b]).lines(), lines(&[("tea", 2)]));
 }
 
@@ -64,9 +64,9 @@ fn row_add_add_both_count() {
 #[test]
 fn row_add_remove_add_wins() {
     let mut a = Cart::default();
-    a.add(A, "tea", 2);
+    a.add(A, "tea", 2).expect("fresh dot");
     let mut b = a.clone();
-    a.add(A, "tea", 3); // unseen by the remove
+    a.add(A, "tea", 3).expect("fresh dot"); // unseen by the remove
     b.remove("tea");
     assert_eq!(converge(&[a, b]).lines(), lines(&[("tea", 3)]));
 }
@@ -76,7 +76,7 @@ fn row_add_remove_add_wins() {
 #[test]
 fn row_remove_after_seeing_add_never_resurrects() {
     let mut a = Cart::default();
-    let add = a.add(A, "tea", 2);
+    let add = a.add(A, "tea", 2).expect("fresh dot");
     let mut b = Cart::default();
     b.merge(&add);
     let mut c = b.clone(); // a stale replica that holds the add and is partitioned away
@@ -101,15 +101,15 @@ fn row_remove_after_seeing_add_never_resurrects() {
 fn row_set_set_later_hlc_wins() {
     let mut a = Cart::default();
     let mut b = Cart::default();
-    a.set(A, ts(20), "tea", 3);
-    b.set(B, ts(10), "tea", 5);
+    a.set(A, ts(20), "tea", 3).expect("fresh dot");
+    b.set(B, ts(10), "tea", 5).expect("fresh dot");
     assert_eq!(converge(&[a, b]).quantity("tea"), 3);
 
     // Same timestamp: the higher replica id wins, everywhere.
     let mut a = Cart::default();
     let mut b = Cart::default();
-    a.set(A, ts(10), "tea", 3);
-    b.set(B, ts(10), "tea", 5);
+    a.set(A, ts(10), "tea", 3).expect("fresh dot");
+    b.set(B, ts(10), "tea", 5).expect("fresh dot");
     assert_eq!(converge(&[a, b]).quantity("tea"), 5);
 }
 
@@ -117,10 +117,10 @@ fn row_set_set_later_hlc_wins() {
 #[test]
 fn row_set_add_adds_on_top() {
     let mut a = Cart::default();
-    a.add(A, "tea", 7);
+    a.add(A, "tea", 7).expect("fresh dot");
     let mut b = a.clone();
-    a.set(A, ts(1), "tea", 3); // replaces the 7 it saw
-    b.add(B, "tea", 1); // unseen by the set
+    a.set(A, ts(1), "tea", 3).expect("fresh dot"); // replaces the 7 it saw
+    b.add(B, "tea", 1).expect("fresh dot"); // unseen by the set
     assert_eq!(converge(&[a, b]).quantity("tea"), 4);
 }
 
@@ -128,9 +128,9 @@ fn row_set_add_adds_on_top() {
 #[test]
 fn row_set_remove_set_survives() {
     let mut a = Cart::default();
-    a.add(A, "tea", 1);
+    a.add(A, "tea", 1).expect("fresh dot");
     let mut b = a.clone();
-    a.set(A, ts(1), "tea", 3);
+    a.set(A, ts(1), "tea", 3).expect("fresh dot");
     b.remove("tea");
     assert_eq!(converge(&[a, b]).quantity("tea"), 3);
 }
@@ -139,18 +139,18 @@ fn row_set_remove_set_survives() {
 #[test]
 fn row_set_zero_is_remove() {
     let mut a = Cart::default();
-    a.add(A, "tea", 2);
-    a.set(A, ts(1), "coffee", 4);
+    a.add(A, "tea", 2).expect("fresh dot");
+    a.set(A, ts(1), "coffee", 4).expect("fresh dot");
     let mut x = a.clone();
     let mut y = a.clone();
-    let dx = x.set(B, ts(5), "tea", 0);
+    let dx = x.set(B, ts(5), "tea", 0).expect("fresh dot");
     let dy = y.remove("tea");
     assert_eq!(x, y);
     assert_eq!(dx, dy);
     assert_eq!(x.lines(), lines(&[("coffee", 4)]));
     // Also against a concurrent add: both keep only the unseen add.
     let mut c = a.clone();
-    c.add(C, "tea", 1);
+    c.add(C, "tea", 1).expect("fresh dot");
     assert_eq!(converge(&[x, c.clone()]), converge(&[y, c]));
 }
 
@@ -158,11 +158,11 @@ fn row_set_zero_is_remove() {
 #[test]
 fn row_clear_add_keeps_only_the_add() {
     let mut a = Cart::default();
-    a.add(A, "tea", 2);
-    a.set(A, ts(1), "coffee", 3);
+    a.add(A, "tea", 2).expect("fresh dot");
+    a.set(A, ts(1), "coffee", 3).expect("fresh dot");
     let mut b = a.clone();
     a.clear();
-    b.add(B, "tea", 1);
+    b.add(B, "tea", 1).expect("fresh dot");
     assert_eq!(converge(&[a, b]).lines(), lines(&[("tea", 1)]));
 }
 
@@ -171,12 +171,12 @@ fn row_clear_add_keeps_only_the_add() {
 #[test]
 fn row_checkout_add_elsewhere_stays() {
     let mut a = Cart::default();
-    a.add(A, "tea", 2);
-    a.set(A, ts(1), "coffee", 3);
+    a.add(A, "tea", 2).expect("fresh dot");
+    a.set(A, ts(1), "coffee", 3).expect("fresh dot");
     let mut b = a.clone();
     let snap = a.snapshot();
     a.checkout(&snap);
-    b.add(B, "tea", 1);
+    b.add(B, "tea", 1).expect("fresh dot");
     assert_eq!(snap.lines(), lines(&[("coffee", 3), ("tea", 2)]));
     let merged = converge(&[a, b]);
     assert_eq!(merged.lines(), lines(&[("tea", 1)]));
@@ -186,9 +186,9 @@ fn row_checkout_add_elsewhere_stays() {
 #[test]
 fn checkout_removes_exactly_the_snapshot() {
     let mut a = Cart::default();
-    a.add(A, "tea", 2);
+    a.add(A, "tea", 2).expect("fresh dot");
     let snap = a.snapshot();
-    a.add(A, "tea", 5); // after the snapshot, before the checkout
+    a.add(A, "tea", 5).expect("fresh dot"); // after the snapshot, before the checkout
     let delta = a.checkout(&snap);
     assert_eq!(a.lines(), lines(&[("tea", 5)]));
     assert!(delta.is_empty(), "a checkout delta carries no entries");
@@ -199,14 +199,14 @@ fn checkout_removes_exactly_the_snapshot() {
 #[test]
 fn quantities_saturate() {
     let mut a = Cart::default();
-    a.add(A, "tea", u32::MAX);
-    a.add(A, "tea", u32::MAX);
+    a.add(A, "tea", u32::MAX).expect("fresh dot");
+    a.add(A, "tea", u32::MAX).expect("fresh dot");
     assert_eq!(a.quantity("tea"), u32::MAX);
     assert!(
         a.validate().is_err(),
         "an overflowing line does not validate"
     );
-    assert_eq!(Cart::default().add(A, "tea", 0), Cart::default());
+    assert_eq!(Cart::default().add(A, "tea", 0), Ok(Cart::default()));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -306,8 +306,8 @@ proptest! {
                     let rid = ReplicaId(*r as u64 + 1);
                     let cart = &mut carts[*r];
                     match *kind {
-                        Kind::Add { sku, n } => { cart.add(rid, SKUS[sku], n); }
-                        Kind::Set { sku, n, ts: t } => { cart.set(rid, ts(t), SKUS[sku], n); }
+                        Kind::Add { sku, n } => { cart.add(rid, SKUS[sku], n).expect("fresh dot"); }
+                        Kind::Set { sku, n, ts: t } => { cart.set(rid, ts(t), SKUS[sku], n).expect("fresh dot"); }
                         Kind::Remove { sku } => { cart.remove(SKUS[sku]); }
                         Kind::Clear => { cart.clear(); }
                         Kind::Checkout => {

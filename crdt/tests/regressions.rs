@@ -2,7 +2,10 @@
 //! after the property that broke.
 
 use meridian_clocks::{Dot, HlcTimestamp, ReplicaId};
-use meridian_crdt::{AwSet, Cart, DotSet, Error, Lattice, OrMap, Validate};
+use meridian_crdt::{
+    AwSet, Cart, CausalCounter, DotSet, Error, Lattice, MvRegister, OrMap, Snapshot, Validate,
+    DOT_COUNTER_MAX,
+};
 
 const R1: ReplicaId = ReplicaId(1);
 const R2: ReplicaId = ReplicaId(2);
@@ -28,7 +31,7 @@ fn dot_under_two_keys_is_rejected() {
     // A `set` on `a` that observed 1:1.
     let mut y = Cart::default();
     y.merge(&serde_json::from_str(r#"{"lines":{"a":[[{"replica":1,"counter":1},{"Add":1}]]},"cc":{"vv":[[1,1]],"cloud":[]}}"#).expect("decodes"));
-    let set = y.set(R2, ts(1), "a", 5);
+    let set = y.set(R2, ts(1), "a", 5).expect("fresh dot");
     // Why it must be rejected: the small-delta path of the join assumes one key per dot.
     assert_ne!(merged(&x, &set).lines(), merged(&set, &x).lines());
     assert_eq!(
@@ -49,4 +52,72 @@ fn dot_under_two_keys_is_rejected() {
     )
     .expect("decodes");
     assert!(matches!(m.validate(), Err(Error::DuplicateDot { .. })));
+}
+
+/// Defect 2: a validated context holding counter `u64::MAX` made `next_dot` saturate, so a
+/// replica handed out one dot forever. Validation now bounds counters by `DOT_COUNTER_MAX`.
+#[test]
+fn counter_above_dot_counter_max_is_rejected() {
+    let poison = format!(r#"{{"vv":[[1,{}]],"cloud":[]}}"#, u64::MAX);
+    let cart: Cart =
+        serde_json::from_str(&format!(r#"{{"lines":{{}},"cc":{poison}}}"#)).expect("decodes");
+    assert_eq!(
+        cart.validate(),
+        Err(Error::CounterTooLarge {
+            dot: Dot::new(R1, u64::MAX)
+        })
+    );
+    let snap: Snapshot =
+        serde_json::from_str(&format!(r#"{{"lines":[],"observed":{poison}}}"#)).expect("decodes");
+    assert!(matches!(
+        snap.validate(),
+        Err(Error::CounterTooLarge { .. })
+    ));
+    let cloud = format!(
+        r#"{{"store":{{}},"cc":{{"vv":[],"cloud":[{{"replica":1,"counter":{}}}]}}}}"#,
+        DOT_COUNTER_MAX + 1
+    );
+    let set: AwSet<u8> = serde_json::from_str(&cloud).expect("decodes");
+    assert!(matches!(set.validate(), Err(Error::CounterTooLarge { .. })));
+}
+
+/// Defect 2, the other half: at the limit, a replica's mutators fail loudly and change
+/// nothing, instead of reusing a dot (two adds with one dot: both lost, peers diverge).
+#[test]
+fn replica_at_dot_counter_max_fails_instead_of_reusing_a_dot() {
+    let at_max = format!(r#"{{"vv":[[1,{DOT_COUNTER_MAX}]],"cloud":[]}}"#);
+    // The limit itself is valid, in a cart and in a snapshot handed to checkout.
+    let snap: Snapshot =
+        serde_json::from_str(&format!(r#"{{"lines":[],"observed":{at_max}}}"#)).expect("decodes");
+    assert_eq!(snap.validate(), Ok(()));
+    let mut cart = Cart::default();
+    cart.add(R1, "tea", 1).expect("fresh dot");
+    cart.checkout(&snap);
+    assert_eq!(cart.validate(), Ok(()));
+    let before = cart.clone();
+    let exhausted = Err(Error::DotsExhausted { replica: R1 });
+    assert_eq!(cart.add(R1, "tea", 1), exhausted);
+    assert_eq!(cart.set(R1, ts(1), "tea", 2), exhausted);
+    assert_eq!(cart, before, "a failed mutator changes nothing");
+    // Other replicas are unaffected, and what they build stays valid.
+    let d = cart.add(R2, "tea", 1).expect("fresh dot");
+    assert_eq!((d.validate(), cart.validate()), (Ok(()), Ok(())));
+    assert_eq!(cart.quantity("tea"), 1);
+
+    let mut set: AwSet<u8> =
+        serde_json::from_str(&format!(r#"{{"store":{{}},"cc":{at_max}}}"#)).expect("decodes");
+    assert_eq!(set.validate(), Ok(()));
+    assert_eq!(set.add(R1, 7), Err(Error::DotsExhausted { replica: R1 }));
+    assert!(set.is_empty());
+    let mut map: OrMap<u8, CausalCounter> =
+        serde_json::from_str(&format!(r#"{{"store":{{}},"cc":{at_max}}}"#)).expect("decodes");
+    assert_eq!(
+        map.update(R1, 7, |c, m| c.inc(m, 1)),
+        Err(Error::DotsExhausted { replica: R1 })
+    );
+    assert!(map.is_empty());
+    let mut reg: MvRegister<u8> =
+        serde_json::from_str(&format!(r#"{{"store":[],"cc":{at_max}}}"#)).expect("decodes");
+    assert_eq!(reg.write(R1, 7), Err(Error::DotsExhausted { replica: R1 }));
+    assert!(reg.read().is_empty());
 }
