@@ -35,8 +35,19 @@ pub enum Entry {
 ///   `Set` dot. `set(.., 0)` is `remove`.
 /// - A dot is live while no operation that observed it has dropped it.
 /// - A line's quantity is the `n` of its live `Set` with the highest `(ts, replica)` (0 if
-///   none) plus the sum of its live `Add`s, saturating at `u32::MAX`. Lines with quantity 0
-///   are absent from [`lines`](Cart::lines).
+///   none) plus the sum of its live `Add`s. Lines with quantity 0 are absent from
+///   [`lines`](Cart::lines).
+///
+/// # Quantities that do not fit a `u32`
+///
+/// Each entry holds a `u32`, but concurrent adds in different regions sum on merge, and no
+/// replica can refuse a merge. So the sum is never an error: the view
+/// ([`quantity`](Cart::quantity), [`lines`](Cart::lines), [`Snapshot::lines`]) shows it
+/// **saturated at `u32::MAX`**, and [`Validate`] accepts any sum, because what merge can
+/// produce must validate (or anti-entropy would refuse the cart forever). A node that caps
+/// each add and set (Meridian's HTTP API caps them at 10,000) must still expect a merged
+/// line above its cap; checkout of such a line orders the saturated quantity and removes
+/// every dot it observed.
 ///
 /// Hence `add ‖ add` sums; `add ‖ remove` keeps the unseen add; a remove that saw an add
 /// removes it for good (the removal lives in the context, which only grows, so a stale
@@ -99,13 +110,14 @@ impl Snapshot {
     }
 }
 
-/// The quantity of a line, in `u64` so that overflow can be detected.
+/// The true quantity of a line: the winning base plus every live add. In `u64`, where it
+/// cannot overflow in practice (it would take 2^32 entries); it saturates regardless.
 fn line_quantity(line: &DotFun<Entry>) -> u64 {
     let mut base: Option<(HlcTimestamp, ReplicaId, u64, u32)> = None;
     let mut adds = 0u64;
     for (d, e) in line.entries() {
         match *e {
-            Entry::Add(n) => adds += u64::from(n),
+            Entry::Add(n) => adds = adds.saturating_add(u64::from(n)),
             Entry::Set { n, ts } => {
                 let key = (ts, d.replica, d.counter, n);
                 if base.is_none_or(|b| key > b) {
@@ -114,7 +126,7 @@ fn line_quantity(line: &DotFun<Entry>) -> u64 {
             }
         }
     }
-    base.map_or(0, |b| u64::from(b.3)) + adds
+    base.map_or(0, |b| u64::from(b.3)).saturating_add(adds)
 }
 
 fn saturate(q: u64) -> u32 {
@@ -221,7 +233,8 @@ impl Cart {
         merge_context(&mut self.cc, &delta.cc);
     }
 
-    /// The quantity of `sku`, 0 if absent.
+    /// The quantity of `sku`, 0 if absent, saturated at `u32::MAX` (see "Quantities that do
+    /// not fit a `u32`" above).
     pub fn quantity(&self, sku: &str) -> u32 {
         self.lines
             .inner()
@@ -229,7 +242,7 @@ impl Cart {
             .map_or(0, |l| saturate(line_quantity(l)))
     }
 
-    /// The lines, sorted by sku, with quantity > 0 only.
+    /// The lines, sorted by sku, with quantity > 0 only, each saturated at `u32::MAX`.
     pub fn lines(&self) -> Vec<(String, u32)> {
         self.lines
             .iter()
@@ -286,8 +299,9 @@ impl Validate for Snapshot {
     }
 }
 
-/// Rejects: a non-compact context, a dot outside the context or with counter 0, an empty
-/// line, an entry of quantity 0, and a line whose quantity exceeds `u32::MAX`.
+/// Rejects: a non-compact context, a counter 0 or above [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX),
+/// a dot outside the context or held twice, an empty line, and an entry of quantity 0. A
+/// line whose entries sum past `u32::MAX` is valid: merge can build it.
 impl Validate for Cart {
     fn validate(&self) -> Result<(), Error> {
         validate_causal(&self.lines, &self.cc)?;
@@ -301,11 +315,6 @@ impl Validate for Cart {
                         what: format!("line {sku:?} has an entry of quantity 0 at dot {d}"),
                     });
                 }
-            }
-            if line_quantity(line) > u64::from(u32::MAX) {
-                return Err(Error::Overflow {
-                    what: format!("quantity of line {sku:?} exceeds u32::MAX"),
-                });
             }
         }
         Ok(())

@@ -45,12 +45,6 @@ pub enum Error {
         /// The cloud dot that should have been folded into the prefix.
         dot: Dot,
     },
-    /// A total that does not fit its type (for example the sum of a counter's entries
-    /// beyond `u64::MAX`, or a cart line beyond `u32::MAX`).
-    Overflow {
-        /// What overflowed.
-        what: String,
-    },
     /// A structural invariant of the encoding is broken (unsorted or duplicate entries, an
     /// empty entry that should have been omitted).
     Malformed {
@@ -90,7 +84,6 @@ impl fmt::Display for Error {
                     "causal context is not compact: cloud dot {dot} extends the prefix"
                 )
             }
-            Error::Overflow { what } => write!(f, "overflow: {what}"),
             Error::Malformed { what } => write!(f, "malformed state: {what}"),
         }
     }

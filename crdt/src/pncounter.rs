@@ -46,10 +46,12 @@ impl PNCounter {
         }
     }
 
-    /// The value: increments minus decrements, exact (an `i128` holds any difference of two
-    /// `u64` totals).
+    /// The value: increments minus decrements, exact for fewer than 2^63 replicas (each
+    /// total is below 2^127), saturating beyond.
     pub fn value(&self) -> i128 {
-        i128::from(self.p.value()) - i128::from(self.n.value())
+        let p = i128::try_from(self.p.total()).unwrap_or(i128::MAX);
+        let n = i128::try_from(self.n.total()).unwrap_or(i128::MAX);
+        p.saturating_sub(n)
     }
 
     /// The increments.

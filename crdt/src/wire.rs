@@ -29,7 +29,8 @@
 //!
 //! Decoding itself rejects what cannot be represented (unsorted dot sets, a vector clock
 //! out of order, a bad timestamp in JSON); [`accept`](crate::wire::accept) rejects the rest (a dot outside its
-//! context, a non-compact context, an overflowing counter or cart line). Golden vectors in
+//! context or held twice, a non-compact context, a counter above
+//! [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX), a cart entry of quantity 0). Golden vectors in
 //! `crdt/tests/wire.rs` pin the bincode and JSON forms of every type, so the format cannot
 //! drift unnoticed: changing them is a deliberate, versioned act.
 

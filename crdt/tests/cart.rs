@@ -195,17 +195,14 @@ fn checkout_removes_exactly_the_snapshot() {
     assert!(Cart::default().snapshot().is_empty());
 }
 
-/// Quantities saturate instead of overflowing.
+/// Quantities saturate in the view, and the state stays valid.
 #[test]
 fn quantities_saturate() {
     let mut a = Cart::default();
     a.add(A, "tea", u32::MAX).expect("fresh dot");
     a.add(A, "tea", u32::MAX).expect("fresh dot");
     assert_eq!(a.quantity("tea"), u32::MAX);
-    assert!(
-        a.validate().is_err(),
-        "an overflowing line does not validate"
-    );
+    assert_eq!(a.validate(), Ok(()));
     assert_eq!(Cart::default().add(A, "tea", 0), Ok(Cart::default()));
 }
 

@@ -3,8 +3,8 @@
 
 use meridian_clocks::{Dot, HlcTimestamp, ReplicaId};
 use meridian_crdt::{
-    AwSet, Cart, CausalCounter, DotSet, Error, Lattice, MvRegister, OrMap, Snapshot, Validate,
-    DOT_COUNTER_MAX,
+    AwSet, Cart, CausalCounter, DotSet, Error, GCounter, Lattice, MvRegister, OrMap, PNCounter,
+    Snapshot, Validate, DOT_COUNTER_MAX,
 };
 
 const R1: ReplicaId = ReplicaId(1);
@@ -120,4 +120,47 @@ fn replica_at_dot_counter_max_fails_instead_of_reusing_a_dot() {
         serde_json::from_str(&format!(r#"{{"store":[],"cc":{at_max}}}"#)).expect("decodes");
     assert_eq!(reg.write(R1, 7), Err(Error::DotsExhausted { replica: R1 }));
     assert!(reg.read().is_empty());
+}
+
+/// Defect 3: two valid adds, of `u32::MAX` and of 1, merged into a line above `u32::MAX`
+/// that `validate()` then rejected, so anti-entropy would refuse the cart forever. One rule
+/// now: what merge can produce, validate accepts; the view saturates.
+#[test]
+fn merged_line_above_u32_max_still_validates() {
+    let (mut x, mut y) = (Cart::default(), Cart::default());
+    let dx = x.add(R1, "tea", u32::MAX).expect("fresh dot");
+    let dy = y.add(R2, "tea", 1).expect("fresh dot");
+    assert_eq!((dx.validate(), dy.validate()), (Ok(()), Ok(())));
+    x.merge(&dy);
+    y.merge(&dx);
+    assert_eq!(x, y);
+    assert_eq!(x.validate(), Ok(()));
+    assert_eq!(x.quantity("tea"), u32::MAX, "the view saturates");
+    let snap = x.snapshot();
+    assert_eq!(snap.lines(), [("tea".to_string(), u32::MAX)]);
+    assert_eq!(snap.validate(), Ok(()));
+    x.checkout(&snap);
+    assert!(x.is_empty(), "checkout removes every dot it observed");
+}
+
+/// Defect 3, for `GCounter`: `u64::MAX / 2 + 1` at two replicas merged into a counter that
+/// failed validation. Now it validates; `value` saturates and `total` is exact.
+#[test]
+fn merged_gcounter_above_u64_max_still_validates() {
+    let half = u64::MAX / 2 + 1;
+    let (mut x, mut y) = (GCounter::new(), GCounter::new());
+    let dx = x.inc(R1, half);
+    let dy = y.inc(R2, half);
+    x.merge(&dy);
+    y.merge(&dx);
+    assert_eq!(x, y);
+    assert_eq!(x.validate(), Ok(()));
+    assert_eq!(x.value(), u64::MAX);
+    assert_eq!(x.total(), 2 * u128::from(half));
+    let mut p = PNCounter::new();
+    p.inc(R1, half);
+    p.inc(R2, half);
+    p.dec(R1, 1);
+    assert_eq!(p.validate(), Ok(()));
+    assert_eq!(p.value(), 2 * i128::from(half) - 1, "exact, not saturated");
 }
