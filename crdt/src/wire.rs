@@ -43,6 +43,14 @@ pub const FORMAT_VERSION: u8 = 1;
 /// smaller. Pass it to the decoder's limit.
 pub const DECODE_BYTES_MAX: usize = 1 << 20;
 
+/// The most dots one decoded [`AwSet`](crate::AwSet) may hold in its binary runs (2^20).
+///
+/// A run spells out its elements but not their dots, and an element of a zero-sized type
+/// costs no bytes at all, so [`DECODE_BYTES_MAX`] cannot bound the dots: ten bytes could
+/// claim millions. The decoder counts them instead and stops at this limit, which is the
+/// number of one-byte elements that `DECODE_BYTES_MAX` admits.
+pub const DECODE_DOTS_MAX: usize = 1 << 20;
+
 /// Validates a value decoded from the network or disk, returning it if it is sound.
 pub fn accept<T: Validate>(value: T) -> Result<T, Error> {
     value.validate()?;

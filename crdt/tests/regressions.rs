@@ -3,8 +3,8 @@
 
 use meridian_clocks::{Dot, HlcTimestamp, ReplicaId};
 use meridian_crdt::{
-    AwSet, Cart, CausalCounter, DotSet, Error, GCounter, Lattice, MvRegister, OrMap, PNCounter,
-    Snapshot, Validate, DOT_COUNTER_MAX,
+    wire, AwSet, Cart, CausalCounter, DotSet, Error, GCounter, Lattice, MvRegister, OrMap,
+    PNCounter, Snapshot, Validate, DOT_COUNTER_MAX,
 };
 
 const R1: ReplicaId = ReplicaId(1);
@@ -163,4 +163,76 @@ fn merged_gcounter_above_u64_max_still_validates() {
     p.dec(R1, 1);
     assert_eq!(p.validate(), Ok(()));
     assert_eq!(p.value(), 2 * i128::from(half) - 1, "exact, not saturated");
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("encodes")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let cfg = bincode::config::standard().with_limit::<{ wire::DECODE_BYTES_MAX }>();
+    match bincode::serde::decode_from_slice::<T, _>(bytes, cfg) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok((_, used)) => Err(format!("{} trailing bytes", bytes.len() - used)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An `AwSet<()>` in binary form: an empty context, then one run per `(replica, start,
+/// length)`; `()` elements cost no bytes, so only the lengths are written.
+fn zst_runs(runs: &[(u64, u64, u64)]) -> Vec<u8> {
+    let mut bytes = encode(&meridian_clocks::CausalContext::new());
+    bytes.extend(encode(&(runs.len() as u64)));
+    for (r, start, len) in runs {
+        bytes.extend(encode(&(r, start, len)));
+    }
+    bytes
+}
+
+/// Defect 4: ten bytes decoded into 16 million dots (256 MiB) of an `AwSet<()>`, because
+/// `DECODE_BYTES_MAX` counts no bytes for zero-sized elements. The decoder now counts
+/// dots, up to `wire::DECODE_DOTS_MAX` across all runs.
+#[test]
+fn zero_sized_awset_decode_is_bounded() {
+    let ten = zst_runs(&[(1, 1, 1 << 24)]);
+    assert_eq!(ten.len(), 10);
+    let err = decode::<AwSet<()>>(&ten).expect_err("16M dots must not decode");
+    assert!(err.contains("DECODE_DOTS_MAX"), "{err}");
+    // A length the decoder would otherwise loop over for ever.
+    assert!(decode::<AwSet<()>>(&zst_runs(&[(1, 1, u64::MAX)])).is_err());
+    // The limit counts across runs.
+    let half = wire::DECODE_DOTS_MAX as u64 / 2;
+    assert!(decode::<AwSet<()>>(&zst_runs(&[(1, 1, half), (2, 1, half + 1)])).is_err());
+    // At the limit exactly, it decodes.
+    let at = decode::<AwSet<()>>(&zst_runs(&[(1, 1, half), (2, 1, half)])).expect("decodes");
+    assert_eq!(
+        at.dots(&()).map(|d| d.dots().len()),
+        Some(wire::DECODE_DOTS_MAX)
+    );
+}
+
+/// Defect 5: a set whose run ends at counter `u64::MAX` encoded but did not decode: the
+/// run check used `start + len`, and the last dot is `start + len - 1`.
+#[test]
+fn awset_run_ending_at_u64_max_decodes() {
+    for top in [u64::MAX, DOT_COUNTER_MAX] {
+        let json = format!(
+            r#"{{"store":{{"7":[{{"replica":1,"counter":{a}}}],"8":[{{"replica":1,"counter":{top}}}],"9":[{{"replica":2,"counter":1}}]}},"cc":{{"vv":[[1,{top}],[2,1]],"cloud":[]}}}}"#,
+            a = top - 1
+        );
+        let s: AwSet<u8> = serde_json::from_str(&json).expect("decodes");
+        let back: AwSet<u8> = decode(&encode(&s)).expect("a run ending at the top decodes");
+        assert_eq!(back, s);
+        let expect = if top == DOT_COUNTER_MAX {
+            Ok(())
+        } else {
+            Err(Error::CounterTooLarge {
+                dot: Dot::new(R1, top),
+            })
+        };
+        assert_eq!(s.validate(), expect, "top {top}");
+    }
+    // A run that would pass u64::MAX is still refused.
+    let past = zst_runs(&[(1, u64::MAX, 2)]);
+    assert!(decode::<AwSet<()>>(&past).is_err());
 }
