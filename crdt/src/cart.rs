@@ -1,4 +1,5 @@
-//! [`Cart`]: the shopping cart, with the merge semantics of DESIGN.md's table.
+//! [`Cart`]: the shopping cart, with the merge semantics of the cart table in
+//! `docs/CONTRACT.md` (section "Cart semantics").
 
 use crate::dotstore::{
     join_map, merge_context, validate_causal, DeltaContext, DotFun, DotMap, DotStore,
@@ -15,7 +16,7 @@ pub enum Entry {
     /// A `set(sku, n)` with `n > 0` at HLC time `ts`: the line's base. The writer is the
     /// dot's replica.
     Set {
-        /// The quantity set.
+        /// The base quantity, above 0 (a set to 0 is a remove and leaves no entry).
         n: u32,
         /// When it was set; later wins, ties broken by replica id.
         ts: HlcTimestamp,
@@ -23,7 +24,7 @@ pub enum Entry {
 }
 
 /// A shopping cart: `sku → quantity`, mergeable in any order with the semantics of the
-/// table in DESIGN.md ("The cart: semantics when regions disagree").
+/// cart table in `docs/CONTRACT.md` (section "Cart semantics").
 ///
 /// # The rule
 ///

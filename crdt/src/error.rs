@@ -13,24 +13,24 @@ pub enum Error {
     /// A store holds a dot that its own causal context does not contain ("a dot above its
     /// context"). Merging it would let the dot be dropped or resurrected unpredictably.
     DotOutsideContext {
-        /// The offending dot.
+        /// The first such dot, in store order.
         dot: Dot,
     },
     /// A dot held twice by one store (under two keys of a map, say). A dot names one event,
     /// and merge relies on it: such a state would merge differently in different orders.
     DuplicateDot {
-        /// The dot held twice.
+        /// The smallest dot held twice.
         dot: Dot,
     },
     /// A dot with counter 0; counters start at 1.
     ZeroCounter {
-        /// The offending dot.
+        /// The first such dot, from the context's cloud or else the store.
         dot: Dot,
     },
     /// A dot or context counter above [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX). A replica
     /// that merged it could never allocate a fresh dot again.
     CounterTooLarge {
-        /// The offending dot (for a version-vector entry, its highest dot).
+        /// The first such dot; for a version-vector entry, the top of its prefix.
         dot: Dot,
     },
     /// A mutator needed a fresh dot for `replica`, but the state has already seen that
@@ -48,7 +48,7 @@ pub enum Error {
     /// A structural invariant of the encoding is broken (unsorted or duplicate entries, an
     /// empty entry that should have been omitted).
     Malformed {
-        /// What is wrong.
+        /// A sentence for logs that names the broken invariant and where (the key or dot).
         what: String,
     },
 }

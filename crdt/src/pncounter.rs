@@ -18,9 +18,8 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PNCounter {
-    /// Increments.
+    // `p` counts increments and `n` decrements; the short names are the wire format.
     p: GCounter,
-    /// Decrements.
     n: GCounter,
 }
 
@@ -54,12 +53,13 @@ impl PNCounter {
         p.saturating_sub(n)
     }
 
-    /// The increments.
+    /// Every increment, per replica: the value is these minus the
+    /// [`decrements`](Self::decrements).
     pub fn increments(&self) -> &GCounter {
         &self.p
     }
 
-    /// The decrements.
+    /// Every decrement, per replica.
     pub fn decrements(&self) -> &GCounter {
         &self.n
     }

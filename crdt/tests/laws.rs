@@ -404,7 +404,7 @@ law_tests! {
 }
 
 // ---------------------------------------------------------------------------------------
-// Convergence under chaos: seeded, replayable with MERIDIAN_SEED.
+// Convergence under chaos: seeded by `meridian_testkit::seeds`, replayable with MERIDIAN_SEED.
 
 /// A message in flight.
 #[derive(Clone, Debug)]
@@ -501,19 +501,12 @@ fn chaos<T: Model>(seed: u64) -> Result<(), String> {
 }
 
 fn chaos_cases<T: Model>(name: &str) {
-    if let Ok(s) = std::env::var("MERIDIAN_SEED") {
-        let seed: u64 = s.parse().expect("MERIDIAN_SEED must be a u64");
-        if let Err(e) = chaos::<T>(seed) {
-            panic!("{name}: chaos run failed with MERIDIAN_SEED={seed}: {e}");
-        }
-        return;
-    }
-    // A fixed base, so a CI failure reproduces; each case prints its seed on failure.
+    let test = format!("{name}::converges_under_chaos");
+    // A fixed base, so a CI failure reproduces.
     let base = 0x6d65_7269_6469_616e_u64;
-    for i in 0..200u64 {
-        let seed = base.wrapping_add(i);
+    for seed in meridian_testkit::seeds(&test, base..base + 200) {
         if let Err(e) = chaos::<T>(seed) {
-            panic!("{name}: chaos run failed; replay with MERIDIAN_SEED={seed}: {e}");
+            panic!("{}: {e}", meridian_testkit::replay(&test, seed));
         }
     }
 }
