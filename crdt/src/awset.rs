@@ -3,11 +3,14 @@
 use crate::dotstore::{
     join_map, merge_context, validate_causal, DeltaContext, DotMap, DotSet, DotStore,
 };
+use crate::wire::DECODE_DOTS_MAX;
 use crate::{Error, Lattice, Validate};
 use meridian_clocks::{CausalContext, Dot, ReplicaId};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
-use std::fmt::Debug;
+use std::fmt::{self, Debug};
+use std::marker::PhantomData;
 
 /// An add-wins observed-remove set (OR-set), with no tombstones.
 ///
@@ -26,13 +29,14 @@ use std::fmt::Debug;
 /// use meridian_clocks::ReplicaId;
 /// let (a, b) = (ReplicaId(1), ReplicaId(2));
 /// let mut x = AwSet::new();
-/// x.add(a, "milk");
+/// x.add(a, "milk")?;
 /// let mut y = x.clone();
 /// y.remove(&"milk");   // y saw the first add …
-/// x.add(a, "milk");    // … not this one
+/// x.add(a, "milk")?;   // … not this one
 /// x.merge(&y);
 /// y.merge(&x);
 /// assert!(x.contains(&"milk") && x == y);
+/// # Ok::<(), meridian_crdt::Error>(())
 /// ```
 ///
 /// # Encoding
@@ -65,18 +69,20 @@ impl<T: Ord + Clone + Debug> AwSet<T> {
 
     /// Adds `x` on behalf of `r`; returns the delta (one element, one dot, and the dots it
     /// supersedes).
-    pub fn add(&mut self, r: ReplicaId, x: T) -> AwSet<T> {
+    ///
+    /// Fails with [`Error::DotsExhausted`], changing nothing, if `r` has no fresh dot left.
+    pub fn add(&mut self, r: ReplicaId, x: T) -> Result<AwSet<T>, Error> {
         let mut m = DeltaContext::new(&self.cc, r);
         let dots = match self.store.get(&x) {
-            Some(cur) => cur.enable(&mut m),
-            None => DotSet::default().enable(&mut m),
+            Some(cur) => cur.enable(&mut m)?,
+            None => DotSet::default().enable(&mut m)?,
         };
         let delta = AwSet {
             store: DotMap::single(x, dots),
             cc: m.into_context(),
         };
         self.apply_local(&delta);
-        delta
+        Ok(delta)
     }
 
     /// Removes `x` (the adds of it that this replica has seen); returns the delta, which
@@ -173,7 +179,112 @@ struct CompactRef<'a, T> {
 #[derive(Deserialize)]
 struct Compact<T> {
     cc: CausalContext,
-    runs: Vec<(ReplicaId, u64, Vec<T>)>,
+    runs: Runs<T>,
+}
+
+/// One run: its replica, its first counter, and its elements, one per consecutive dot.
+type Run<T> = (ReplicaId, u64, Vec<T>);
+
+/// The runs of the binary form, decoded with at most [`DECODE_DOTS_MAX`] elements in all.
+struct Runs<T>(Vec<Run<T>>);
+
+fn too_many_dots<E: serde::de::Error>() -> E {
+    E::custom(format_args!(
+        "set runs hold more than DECODE_DOTS_MAX ({DECODE_DOTS_MAX}) dots"
+    ))
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Runs<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RunsVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for RunsVisitor<T> {
+            type Value = Runs<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence of set runs")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Runs<T>, A::Error> {
+                let mut dots_left = DECODE_DOTS_MAX;
+                let mut runs = Vec::new();
+                while let Some(run) = seq.next_element_seed(RunSeed {
+                    dots_left: &mut dots_left,
+                    elements: PhantomData,
+                })? {
+                    runs.push(run);
+                }
+                Ok(Runs(runs))
+            }
+        }
+        d.deserialize_seq(RunsVisitor(PhantomData))
+    }
+}
+
+/// Decodes one run, charging its elements to the dots left.
+struct RunSeed<'a, T> {
+    dots_left: &'a mut usize,
+    elements: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for RunSeed<'_, T> {
+    type Value = Run<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Run<T>, D::Error> {
+        d.deserialize_tuple(3, self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for RunSeed<'_, T> {
+    type Value = Run<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a set run (replica, first counter, elements)")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Run<T>, A::Error> {
+        use serde::de::Error as _;
+        let missing = |i| A::Error::invalid_length(i, &"a set run of 3 fields");
+        let r = seq.next_element()?.ok_or_else(|| missing(0))?;
+        let start = seq.next_element()?.ok_or_else(|| missing(1))?;
+        let xs = seq
+            .next_element_seed(ElementsSeed {
+                dots_left: self.dots_left,
+                elements: PhantomData,
+            })?
+            .ok_or_else(|| missing(2))?;
+        Ok((r, start, xs))
+    }
+}
+
+/// Decodes the elements of one run, refusing them past the dots left.
+struct ElementsSeed<'a, T> {
+    dots_left: &'a mut usize,
+    elements: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ElementsSeed<'_, T> {
+    type Value = Vec<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ElementsSeed<'_, T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the elements of a set run")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        // Refuse a claimed length at once: reading a zero-sized element costs no input.
+        let claimed = seq.size_hint().unwrap_or(0);
+        if claimed > *self.dots_left {
+            return Err(too_many_dots());
+        }
+        let mut xs = Vec::with_capacity(claimed.min(4096));
+        while let Some(x) = seq.next_element()? {
+            if *self.dots_left == 0 {
+                return Err(too_many_dots());
+            }
+            *self.dots_left -= 1;
+            xs.push(x);
+        }
+        Ok(xs)
+    }
 }
 
 impl<T: Serialize + Ord> Serialize for AwSet<T> {
@@ -193,8 +304,10 @@ impl<T: Serialize + Ord> Serialize for AwSet<T> {
         let mut runs: Vec<(ReplicaId, u64, Vec<&T>)> = Vec::new();
         for (d, x) in pairs {
             match runs.last_mut() {
+                // Same replica and sorted, so `d.counter >= *start`; no `start + len`, which
+                // overflows for a run ending at counter u64::MAX.
                 Some((r, start, xs))
-                    if *r == d.replica && *start + xs.len() as u64 == d.counter =>
+                    if *r == d.replica && d.counter - *start == xs.len() as u64 =>
                 {
                     xs.push(x)
                 }
@@ -206,7 +319,7 @@ impl<T: Serialize + Ord> Serialize for AwSet<T> {
 }
 
 /// Binary decoding rejects runs that are unsorted, overlapping, empty, start at counter 0,
-/// or run past `u64::MAX`.
+/// run past `u64::MAX`, or hold more than [`DECODE_DOTS_MAX`] dots in all.
 impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for AwSet<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
@@ -219,18 +332,19 @@ impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for AwSet<T> {
         }
         let c = Compact::<T>::deserialize(d)?;
         let mut dots: BTreeMap<T, Vec<Dot>> = BTreeMap::new();
-        let mut next = Dot::new(ReplicaId(0), 1); // the smallest dot the next run may start at
-        for (r, start, xs) in c.runs {
+        let mut prev: Option<Dot> = None; // the last dot of the previous run
+        for (r, start, xs) in c.runs.0 {
             let len = xs.len() as u64;
-            let end = start
-                .checked_add(len)
-                .ok_or_else(|| D::Error::custom("set run overflows the dot counter"))?;
-            if start == 0 || len == 0 || Dot::new(r, start) < next {
+            if start == 0 || len == 0 || prev.is_some_and(|p| Dot::new(r, start) <= p) {
                 return Err(D::Error::custom(
                     "set runs must be non-empty, start at counter 1 or above, and be sorted without overlap",
                 ));
             }
-            next = Dot::new(r, end);
+            // The run's last dot is `start + len - 1`, which may be exactly u64::MAX.
+            let last = start
+                .checked_add(len - 1)
+                .ok_or_else(|| D::Error::custom("set run runs past dot counter u64::MAX"))?;
+            prev = Some(Dot::new(r, last));
             for (i, x) in xs.into_iter().enumerate() {
                 // Runs come in dot order, so each element's dots arrive sorted.
                 dots.entry(x)

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 /// use meridian_crdt::{CausalCounter, Lattice, OrMap};
 /// use meridian_clocks::ReplicaId;
 /// let mut likes: OrMap<&str, CausalCounter> = OrMap::new();
-/// likes.update(ReplicaId(1), "post-1", |c, m| c.inc(m, 2));
-/// likes.update(ReplicaId(1), "post-1", |c, m| c.dec(m, 1));
+/// likes.update(ReplicaId(1), "post-1", |c, m| c.inc(m, 2))?;
+/// likes.update(ReplicaId(1), "post-1", |c, m| c.dec(m, 1))?;
 /// assert_eq!(likes.get(&"post-1").map(CausalCounter::value), Some(1));
+/// # Ok::<(), meridian_crdt::Error>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -40,7 +41,7 @@ impl CausalCounter {
         Self::default()
     }
 
-    fn update(&self, m: &mut DeltaContext<'_>, inc: u64, dec: u64) -> CausalCounter {
+    fn update(&self, m: &mut DeltaContext<'_>, inc: u64, dec: u64) -> Result<CausalCounter, Error> {
         let r = m.replica();
         let (mut p, mut n) = (0u64, 0u64);
         for (d, (dp, dn)) in self.dots.entries() {
@@ -50,19 +51,20 @@ impl CausalCounter {
                 m.observe(*d);
             }
         }
-        let d = m.next_dot();
-        CausalCounter {
+        let d = m.next_dot()?;
+        Ok(CausalCounter {
             dots: DotFun::single(d, (p.saturating_add(inc), n.saturating_add(dec))),
-        }
+        })
     }
 
-    /// Delta mutator: adds `k`.
-    pub fn inc(&self, m: &mut DeltaContext<'_>, k: u64) -> CausalCounter {
+    /// Delta mutator: adds `k`. Fails only if the replica has no fresh dot left
+    /// ([`DeltaContext::next_dot`]).
+    pub fn inc(&self, m: &mut DeltaContext<'_>, k: u64) -> Result<CausalCounter, Error> {
         self.update(m, k, 0)
     }
 
-    /// Delta mutator: subtracts `k`.
-    pub fn dec(&self, m: &mut DeltaContext<'_>, k: u64) -> CausalCounter {
+    /// Delta mutator: subtracts `k`. Fails only if the replica has no fresh dot left.
+    pub fn dec(&self, m: &mut DeltaContext<'_>, k: u64) -> Result<CausalCounter, Error> {
         self.update(m, 0, k)
     }
 

@@ -41,11 +41,15 @@ impl GCounter {
         delta
     }
 
-    /// The total, saturating at `u64::MAX` (a [valid](Validate) counter never saturates).
+    /// The total, saturated at `u64::MAX`. Replicas' counts sum on merge, so a valid
+    /// counter may exceed it; [`total`](Self::total) is exact.
     pub fn value(&self) -> u64 {
-        self.counts
-            .iter()
-            .fold(0u64, |acc, (_, c)| acc.saturating_add(c))
+        u64::try_from(self.total()).unwrap_or(u64::MAX)
+    }
+
+    /// The exact total (a `u128` holds the sum of up to 2^64 replicas' `u64` counts).
+    pub fn total(&self) -> u128 {
+        self.counts.iter().map(|(_, c)| u128::from(c)).sum()
     }
 
     /// The count contributed by `r`.
@@ -65,15 +69,12 @@ impl Lattice for GCounter {
     }
 }
 
-/// Rejects a counter whose total does not fit in a `u64`.
+/// Accepts every decoded counter: decoding already rejects an unsorted or duplicated
+/// replica, and any total is valid, because merge sums replicas' counts and what merge can
+/// produce must validate. [`value`](GCounter::value) saturates; [`total`](GCounter::total)
+/// is exact.
 impl Validate for GCounter {
     fn validate(&self) -> Result<(), Error> {
-        self.counts
-            .iter()
-            .try_fold(0u64, |acc, (_, c)| acc.checked_add(c))
-            .map(|_| ())
-            .ok_or_else(|| Error::Overflow {
-                what: "grow-only counter total exceeds u64::MAX".into(),
-            })
+        Ok(())
     }
 }

@@ -12,12 +12,12 @@
 //! let mut t = Cart::default();
 //!
 //! // Both regions start from the same cart.
-//! let d = v.add(virginia, "coffee", 1);
+//! let d = v.add(virginia, "coffee", 1)?;
 //! t.merge(&d);
 //!
 //! // Partition: each side edits, and each mutator returns a small delta.
-//! let d1 = v.add(virginia, "coffee", 1);                               // one more coffee
-//! let d2 = t.set(tokyo, HlcTimestamp::new(1_700_000_000_000, 0), "tea", 3);
+//! let d1 = v.add(virginia, "coffee", 1)?;                              // one more coffee
+//! let d2 = t.set(tokyo, HlcTimestamp::new(1_700_000_000_000, 0), "tea", 3)?;
 //! let d3 = t.remove("coffee");                                          // saw only the first
 //!
 //! // Heal: deltas arrive in any order, even twice.
@@ -49,7 +49,7 @@
 //! | [`MvRegister`] | keeps concurrent writes | one dot per value + a context |
 //! | [`AwSet`] | add-wins observed-remove set, tombstone-free | ~one dot per element + one context |
 //! | [`OrMap`] | observed-remove map of causal values ([`CausalCounter`], [`DotSet`], [`DotFun`], nested [`DotMap`]) | one context for the whole map |
-//! | [`Cart`] | sku → quantity, the semantics table of DESIGN.md | one context + one dot per add/set |
+//! | [`Cart`] | sku → quantity, with the cart table of `docs/CONTRACT.md` ("Cart semantics") | one context + one dot per add/set |
 //!
 //! The causal types ([`MvRegister`], [`AwSet`], [`OrMap`], [`Cart`]) are *dot stores* plus
 //! a [`CausalContext`](meridian_clocks::CausalContext) from `meridian-clocks`: a removal is
@@ -64,14 +64,15 @@
 //! use meridian_clocks::ReplicaId;
 //! let (a, b) = (ReplicaId(1), ReplicaId(2));
 //! let mut here = Cart::default();
-//! here.add(a, "book", 1);
+//! here.add(a, "book", 1)?;
 //! let mut there = here.clone();
 //! let order = here.snapshot();
 //! here.checkout(&order);
-//! there.add(b, "pen", 2);                       // concurrent with the checkout
+//! there.add(b, "pen", 2)?;                      // concurrent with the checkout
 //! there.merge(&here);
 //! assert_eq!(order.lines(), [("book".to_string(), 1)]);
 //! assert_eq!(there.lines(), [("pen".to_string(), 2)]);
+//! # Ok::<(), meridian_crdt::Error>(())
 //! ```
 //!
 //! Validating a remote state before merging it:
@@ -123,7 +124,7 @@ pub mod wire;
 pub use awset::AwSet;
 pub use cart::{Cart, Entry, Snapshot};
 pub use ccounter::CausalCounter;
-pub use dotstore::{DeltaContext, DotFun, DotMap, DotSet, DotStore};
+pub use dotstore::{DeltaContext, DotFun, DotMap, DotSet, DotStore, DOT_COUNTER_MAX};
 pub use error::Error;
 pub use gcounter::GCounter;
 pub use gset::GSet;

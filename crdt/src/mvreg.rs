@@ -17,12 +17,13 @@ use std::fmt::Debug;
 /// use meridian_clocks::ReplicaId;
 /// let mut a = MvRegister::new();
 /// let mut b = MvRegister::new();
-/// a.write(ReplicaId(1), "red");
-/// b.write(ReplicaId(2), "blue");
+/// a.write(ReplicaId(1), "red")?;
+/// b.write(ReplicaId(2), "blue")?;
 /// a.merge(&b);
 /// assert_eq!(a.read(), [&"blue", &"red"]);
-/// a.write(ReplicaId(1), "green"); // has seen both
+/// a.write(ReplicaId(1), "green")?; // has seen both
 /// assert_eq!(a.read(), [&"green"]);
+/// # Ok::<(), meridian_crdt::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(bound(
@@ -50,15 +51,17 @@ impl<T: Clone + Debug + Ord> MvRegister<T> {
     }
 
     /// Writes `v` on behalf of `r`, replacing every value seen; returns the delta.
-    pub fn write(&mut self, r: ReplicaId, v: T) -> MvRegister<T> {
+    ///
+    /// Fails with [`Error::DotsExhausted`], changing nothing, if `r` has no fresh dot left.
+    pub fn write(&mut self, r: ReplicaId, v: T) -> Result<MvRegister<T>, Error> {
         let mut m = DeltaContext::new(&self.cc, r);
-        let store = self.store.write(&mut m, v);
+        let store = self.store.write(&mut m, v)?;
         let delta = MvRegister {
             store,
             cc: m.into_context(),
         };
         self.merge(&delta);
-        delta
+        Ok(delta)
     }
 
     /// The concurrent values, sorted (empty before the first write).

@@ -24,12 +24,13 @@ use std::fmt::Debug;
 /// use meridian_clocks::ReplicaId;
 /// let (a, b) = (ReplicaId(1), ReplicaId(2));
 /// let mut x: OrMap<String, CausalCounter> = OrMap::new();
-/// x.update(a, "apples".to_string(), |c, m| c.inc(m, 3));
+/// x.update(a, "apples".to_string(), |c, m| c.inc(m, 3))?;
 /// let mut y = x.clone();
 /// y.remove(&"apples".to_string());
-/// x.update(a, "pears".to_string(), |c, m| c.inc(m, 1));
+/// x.update(a, "pears".to_string(), |c, m| c.inc(m, 1))?;
 /// x.merge(&y);
 /// assert_eq!(x.keys().collect::<Vec<_>>(), ["pears"]);
+/// # Ok::<(), meridian_crdt::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(bound(
@@ -59,13 +60,16 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
     /// Applies the delta mutator `f` to the value at `key` on behalf of `r`, and returns the
     /// map delta. `f` gets the current value (bottom if absent) and a [`DeltaContext`] for
     /// fresh dots, and returns the value's delta.
-    pub fn update<F>(&mut self, r: ReplicaId, key: K, f: F) -> OrMap<K, V>
+    ///
+    /// If `f` fails (the value mutators fail only with [`Error::DotsExhausted`]), the map is
+    /// unchanged and the error is returned.
+    pub fn update<F>(&mut self, r: ReplicaId, key: K, f: F) -> Result<OrMap<K, V>, Error>
     where
-        F: FnOnce(&V, &mut DeltaContext<'_>) -> V,
+        F: FnOnce(&V, &mut DeltaContext<'_>) -> Result<V, Error>,
     {
         let bottom = V::default();
         let mut m = DeltaContext::new(&self.cc, r);
-        let value_delta = f(self.store.get(&key).unwrap_or(&bottom), &mut m);
+        let value_delta = f(self.store.get(&key).unwrap_or(&bottom), &mut m)?;
         let cc = m.into_context();
         // The delta's context covers dots of `key` only (and fresh ones): join that key.
         let map = self.store.inner_mut();
@@ -85,10 +89,10 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
             }
         }
         merge_context(&mut self.cc, &cc);
-        OrMap {
+        Ok(OrMap {
             store: DotMap::single(key, value_delta),
             cc,
-        }
+        })
     }
 
     /// Removes `key`, resetting every dot of its value that this replica observed; returns

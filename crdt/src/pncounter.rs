@@ -18,9 +18,8 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PNCounter {
-    /// Increments.
+    // `p` counts increments and `n` decrements; the short names are the wire format.
     p: GCounter,
-    /// Decrements.
     n: GCounter,
 }
 
@@ -46,18 +45,21 @@ impl PNCounter {
         }
     }
 
-    /// The value: increments minus decrements, exact (an `i128` holds any difference of two
-    /// `u64` totals).
+    /// The value: increments minus decrements, exact for fewer than 2^63 replicas (each
+    /// total is below 2^127), saturating beyond.
     pub fn value(&self) -> i128 {
-        i128::from(self.p.value()) - i128::from(self.n.value())
+        let p = i128::try_from(self.p.total()).unwrap_or(i128::MAX);
+        let n = i128::try_from(self.n.total()).unwrap_or(i128::MAX);
+        p.saturating_sub(n)
     }
 
-    /// The increments.
+    /// Every increment, per replica: the value is these minus the
+    /// [`decrements`](Self::decrements).
     pub fn increments(&self) -> &GCounter {
         &self.p
     }
 
-    /// The decrements.
+    /// Every decrement, per replica.
     pub fn decrements(&self) -> &GCounter {
         &self.n
     }

@@ -12,7 +12,7 @@
 //! let cfg = bincode::config::standard();
 //!
 //! let mut cart = Cart::default();
-//! let delta = cart.add(ReplicaId(1), "tea", 2);
+//! let delta = cart.add(ReplicaId(1), "tea", 2)?;
 //! let mut bytes = vec![wire::FORMAT_VERSION];
 //! bytes.extend(bincode::serde::encode_to_vec(&delta, cfg)?);
 //! assert!(bytes.len() <= 48);
@@ -29,7 +29,8 @@
 //!
 //! Decoding itself rejects what cannot be represented (unsorted dot sets, a vector clock
 //! out of order, a bad timestamp in JSON); [`accept`](crate::wire::accept) rejects the rest (a dot outside its
-//! context, a non-compact context, an overflowing counter or cart line). Golden vectors in
+//! context or held twice, a non-compact context, a counter above
+//! [`DOT_COUNTER_MAX`](crate::DOT_COUNTER_MAX), a cart entry of quantity 0). Golden vectors in
 //! `crdt/tests/wire.rs` pin the bincode and JSON forms of every type, so the format cannot
 //! drift unnoticed: changing them is a deliberate, versioned act.
 
@@ -41,6 +42,14 @@ pub const FORMAT_VERSION: u8 = 1;
 /// The most bytes one decoded value may claim (1 MiB): a cart of 1000 lines is far
 /// smaller. Pass it to the decoder's limit.
 pub const DECODE_BYTES_MAX: usize = 1 << 20;
+
+/// The most dots one decoded [`AwSet`](crate::AwSet) may hold in its binary runs (2^20).
+///
+/// A run spells out its elements but not their dots, and an element of a zero-sized type
+/// costs no bytes at all, so [`DECODE_BYTES_MAX`] cannot bound the dots: ten bytes could
+/// claim millions. The decoder counts them instead and stops at this limit, which is the
+/// number of one-byte elements that `DECODE_BYTES_MAX` admits.
+pub const DECODE_DOTS_MAX: usize = 1 << 20;
 
 /// Validates a value decoded from the network or disk, returning it if it is sound.
 pub fn accept<T: Validate>(value: T) -> Result<T, Error> {

@@ -95,7 +95,7 @@ proptest! {
                 Step::Op(r, (add, x)) => {
                     let actor = *r as u64 + 1;
                     if *add {
-                        ours[*r].add(rid(*r), *x);
+                        ours[*r].add(rid(*r), *x).expect("fresh dot");
                         let ctx = theirs[*r].read_ctx().derive_add_ctx(actor);
                         let op = theirs[*r].add(*x, ctx);
                         theirs[*r].apply(op);
@@ -127,7 +127,7 @@ proptest! {
         for s in &steps {
             match s {
                 Step::Op(r, v) => {
-                    ours[*r].write(rid(*r), *v);
+                    ours[*r].write(rid(*r), *v).expect("fresh dot");
                     let ctx = theirs[*r].read_ctx().derive_add_ctx(*r as u64 + 1);
                     let op = theirs[*r].write(*v, ctx);
                     theirs[*r].apply(op);

@@ -25,6 +25,9 @@ trait Model: Lattice + Validate + Clone + Eq + Debug + Default {
     fn apply(&mut self, r: ReplicaId, op: &Self::Op) -> Self;
 }
 
+/// Test histories are far too short to exhaust a replica's dots.
+const FRESH: &str = "fresh dot";
+
 fn ts(ms: u64) -> HlcTimestamp {
     HlcTimestamp::new(1_700_000_000_000 + ms, 0)
 }
@@ -94,7 +97,7 @@ impl Model for MvRegister<u8> {
         rng.gen_range(0..6)
     }
     fn apply(&mut self, r: ReplicaId, op: &u8) -> Self {
-        self.write(r, *op)
+        self.write(r, *op).expect(FRESH)
     }
 }
 
@@ -125,7 +128,7 @@ impl Model for AwSet<u8> {
     }
     fn apply(&mut self, r: ReplicaId, op: &SetOp) -> Self {
         match op {
-            SetOp::Add(x) => self.add(r, *x),
+            SetOp::Add(x) => self.add(r, *x).expect(FRESH),
             SetOp::Remove(x) => self.remove(x),
             SetOp::Clear => self.clear(),
         }
@@ -163,8 +166,8 @@ impl Model for OrMap<u8, CausalCounter> {
     }
     fn apply(&mut self, r: ReplicaId, op: &MapOp) -> Self {
         match op {
-            MapOp::Inc(k, n) => self.update(r, *k, |c, m| c.inc(m, *n)),
-            MapOp::Dec(k, n) => self.update(r, *k, |c, m| c.dec(m, *n)),
+            MapOp::Inc(k, n) => self.update(r, *k, |c, m| c.inc(m, *n)).expect(FRESH),
+            MapOp::Dec(k, n) => self.update(r, *k, |c, m| c.dec(m, *n)).expect(FRESH),
             MapOp::Remove(k) => self.remove(k),
             MapOp::Clear => self.clear(),
         }
@@ -182,7 +185,9 @@ impl Model for OrMap<u8, DotSet> {
     }
     fn apply(&mut self, r: ReplicaId, op: &MapOp) -> Self {
         match op {
-            MapOp::Inc(k, _) | MapOp::Dec(k, _) => self.update(r, *k, |s, m| s.enable(m)),
+            MapOp::Inc(k, _) | MapOp::Dec(k, _) => {
+                self.update(r, *k, |s, m| s.enable(m)).expect(FRESH)
+            }
             MapOp::Remove(k) => self.remove(k),
             MapOp::Clear => self.clear(),
         }
@@ -199,7 +204,9 @@ impl Model for OrMap<u8, DotFun<u8>> {
     }
     fn apply(&mut self, r: ReplicaId, op: &MapOp) -> Self {
         match op {
-            MapOp::Inc(k, n) | MapOp::Dec(k, n) => self.update(r, *k, |v, m| v.write(m, *n as u8)),
+            MapOp::Inc(k, n) | MapOp::Dec(k, n) => self
+                .update(r, *k, |v, m| v.write(m, *n as u8))
+                .expect(FRESH),
             MapOp::Remove(k) => self.remove(k),
             MapOp::Clear => self.clear(),
         }
@@ -242,8 +249,8 @@ impl Model for Cart {
     }
     fn apply(&mut self, r: ReplicaId, op: &CartOp) -> Self {
         match op {
-            CartOp::Add(s, n) => self.add(r, SKUS[*s as usize], *n),
-            CartOp::Set(s, n, t) => self.set(r, ts(*t), SKUS[*s as usize], *n),
+            CartOp::Add(s, n) => self.add(r, SKUS[*s as usize], *n).expect(FRESH),
+            CartOp::Set(s, n, t) => self.set(r, ts(*t), SKUS[*s as usize], *n).expect(FRESH),
             CartOp::Remove(s) => self.remove(SKUS[*s as usize]),
             CartOp::Clear => self.clear(),
             CartOp::Checkout => {
@@ -397,7 +404,7 @@ law_tests! {
 }
 
 // ---------------------------------------------------------------------------------------
-// Convergence under chaos: seeded, replayable with MERIDIAN_SEED.
+// Convergence under chaos: seeded by `meridian_testkit::seeds`, replayable with MERIDIAN_SEED.
 
 /// A message in flight.
 #[derive(Clone, Debug)]
@@ -494,19 +501,12 @@ fn chaos<T: Model>(seed: u64) -> Result<(), String> {
 }
 
 fn chaos_cases<T: Model>(name: &str) {
-    if let Ok(s) = std::env::var("MERIDIAN_SEED") {
-        let seed: u64 = s.parse().expect("MERIDIAN_SEED must be a u64");
-        if let Err(e) = chaos::<T>(seed) {
-            panic!("{name}: chaos run failed with MERIDIAN_SEED={seed}: {e}");
-        }
-        return;
-    }
-    // A fixed base, so a CI failure reproduces; each case prints its seed on failure.
+    let test = format!("{name}::converges_under_chaos");
+    // A fixed base, so a CI failure reproduces.
     let base = 0x6d65_7269_6469_616e_u64;
-    for i in 0..200u64 {
-        let seed = base.wrapping_add(i);
+    for seed in meridian_testkit::seeds(&test, base..base + 200) {
         if let Err(e) = chaos::<T>(seed) {
-            panic!("{name}: chaos run failed; replay with MERIDIAN_SEED={seed}: {e}");
+            panic!("{}: {e}", meridian_testkit::replay(&test, seed));
         }
     }
 }
