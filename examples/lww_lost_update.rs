@@ -305,7 +305,10 @@ fn play(args: &Args, ops: &[Op]) -> Result<Outcome> {
                         .wall_lww
                         .set(region.id, HlcTimestamp::new(wall_now, 0), wall_items);
                 let hlc = region.hlc_lww.set(region.id, hlc_now, hlc_items);
-                let cart = region.cart.add(region.id, &op.sku, 1);
+                let cart = region
+                    .cart
+                    .add(region.id, &op.sku, 1)
+                    .expect("a fresh replica has dots to spare");
                 println!(
                     "{:>6}  {:<10} {:>10} {:>10}  customer sees {seen}, adds {}",
                     rel(T0_MS + at),

@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn cart_and_delta_round_trip() {
         let mut cart = Cart::default();
-        let delta = cart.add(ReplicaId(7), "sku-1", 3);
+        let delta = cart.add(ReplicaId(7), "sku-1", 3).unwrap();
         assert_eq!(decode_cart(&encode_cart(&cart)).unwrap(), cart);
         let rec = DeltaRecord {
             cart: "c1".into(),
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn corrupt_values_are_errors_not_panics() {
         let mut cart = Cart::default();
-        cart.add(ReplicaId(7), "sku-1", 3);
+        cart.add(ReplicaId(7), "sku-1", 3).unwrap();
         let good = encode_cart(&cart);
         use CodecErrorKind::*;
         let cases: Vec<(Vec<u8>, CodecErrorKind, &str)> = vec![

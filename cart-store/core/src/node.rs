@@ -264,6 +264,11 @@ pub enum NodeError {
     /// A delta log entry could not be decoded.
     #[error("the delta log entry with key {key:02x?} is corrupt: {source}")]
     CorruptLog { key: Vec<u8>, source: CodecError },
+    /// This node id has used every dot it may in this cart (`meridian_crdt::DOT_COUNTER_MAX`,
+    /// 2^53 − 1 writes): it cannot write the cart without reusing a dot, which would lose
+    /// writes. Retire the node id and start a node with a new one.
+    #[error("{0}; this node id must be retired (start a node with a new node_id)")]
+    DotsExhausted(#[from] meridian_crdt::Error),
     /// The storage engine failed (see [`StorageError::is_transient`]).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -713,13 +718,13 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                         max: QUANTITY_MAX,
                     });
                 }
-                cart.add(r, sku.as_str(), quantity.get())
+                cart.add(r, sku.as_str(), quantity.get())?
             }
             Op::Set { sku, quantity } => {
                 if quantity.get() > 0 {
                     self.check_room(&req.cart, cart, sku)?;
                 }
-                cart.set(r, ts, sku.as_str(), quantity.get())
+                cart.set(r, ts, sku.as_str(), quantity.get())?
             }
             Op::Remove { sku } => cart.remove(sku.as_str()),
             Op::Clear => cart.clear(),
