@@ -495,7 +495,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
 
     /// The causal token covering every committed local write.
     pub fn token(&self) -> CausalToken {
-        CausalToken::single(self.config.node_id.0, self.last_seq)
+        CausalToken::single(self.config.node_id, self.last_seq)
     }
 
     /// Number of carts in storage.
@@ -593,7 +593,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         let PendingCart { mut cart, existed } = self.load(&req.cart, p)?;
         let seq = p.seq + 1;
         let ts = self.hlc.now();
-        let token = CausalToken::single(self.config.node_id.0, seq);
+        let token = CausalToken::single(self.config.node_id, seq);
         let Some((delta, answer)) = self.mutate(&req, &mut cart, ts, seq, &token)? else {
             return self.no_op(req, &cart, now_ms, p);
         };
@@ -787,7 +787,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         now_ms: u64,
         p: &mut Pending,
     ) -> Result<Staged, NodeError> {
-        let token = CausalToken::single(self.config.node_id.0, p.seq);
+        let token = CausalToken::single(self.config.node_id, p.seq);
         let answer = Answer::Cart(cart_view(&req.cart, cart, &token));
         let needs_commit = match req.idempotency {
             Some(idem) => {

@@ -6,6 +6,7 @@
 //! entry, it has applied that node's writes up to `seq`. A single node can only cover its
 //! own entry; an entry of another node is waited for, then answered with 503.
 
+use meridian_clocks::ReplicaId;
 use std::fmt;
 use std::str::FromStr;
 
@@ -17,24 +18,24 @@ pub const TOKEN_BYTES_MAX: usize = 2048;
 /// A causal position: for each node, the last of its writes observed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CausalToken {
-    entries: Vec<(u64, u64)>,
+    entries: Vec<(ReplicaId, u64)>,
 }
 
 impl CausalToken {
     /// The token of one node's position.
-    pub fn single(node: u64, seq: u64) -> Self {
+    pub fn single(node: ReplicaId, seq: u64) -> Self {
         CausalToken {
             entries: vec![(node, seq)],
         }
     }
 
     /// `(node, seq)` entries, sorted by node.
-    pub fn entries(&self) -> &[(u64, u64)] {
+    pub fn entries(&self) -> &[(ReplicaId, u64)] {
         &self.entries
     }
 
     /// The sequence number this token requires of `node` (0 if none).
-    pub fn seq_of(&self, node: u64) -> u64 {
+    pub fn seq_of(&self, node: ReplicaId) -> u64 {
         self.entries
             .iter()
             .find(|(n, _)| *n == node)
@@ -49,7 +50,7 @@ impl fmt::Display for CausalToken {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{n}={s}")?;
+            write!(f, "{}={s}", n.0)?;
         }
         Ok(())
     }
@@ -127,7 +128,7 @@ impl FromStr for CausalToken {
                 })
             };
             let (n, q) = (num(n)?, num(q)?);
-            if let Some(&(last, _)) = entries.last() {
+            if let Some(&(ReplicaId(last), _)) = entries.last() {
                 if n <= last {
                     return Err(TokenError::new(
                         TokenErrorKind::Syntax,
@@ -135,7 +136,7 @@ impl FromStr for CausalToken {
                     ));
                 }
             }
-            entries.push((n, q));
+            entries.push((ReplicaId(n), q));
             if entries.len() > TOKEN_ENTRIES_MAX {
                 return Err(TokenError::new(
                     TokenErrorKind::TooLong,
@@ -153,12 +154,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_golden() {
-        let t = CausalToken::single(1, 42);
+        let t = CausalToken::single(ReplicaId(1), 42);
         assert_eq!(t.to_string(), "v1:1=42");
         assert_eq!("v1:1=42".parse::<CausalToken>().unwrap(), t);
         let two: CausalToken = "v1:1=42,7=3".parse().unwrap();
-        assert_eq!(two.seq_of(7), 3);
-        assert_eq!(two.seq_of(2), 0);
+        assert_eq!(two.seq_of(ReplicaId(7)), 3);
+        assert_eq!(two.seq_of(ReplicaId(2)), 0);
         assert_eq!(two.to_string(), "v1:1=42,7=3");
     }
 
