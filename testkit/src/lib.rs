@@ -110,7 +110,9 @@ pub fn hex(bytes: &[u8]) -> String {
 /// A loopback TCP port that was free when asked (the listener is dropped at once, so
 /// another process may take it: fine for tests that retry or fail loudly).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 #[cfg(test)]
