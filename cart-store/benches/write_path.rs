@@ -8,23 +8,21 @@
 //! the cart's growth rather than the write path (see the crdt's notes on add coalescing).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use meridian_cart_store::{MemStorage, Node, NodeConfig, Op, RocksStorage, Storage, WriteRequest};
+use meridian_cart_store::{
+    Durability, MemStorage, Node, NodeConfig, RocksStorage, Storage, WriteRequest,
+};
 use meridian_clocks::{ReplicaId, SystemClock};
 
 const CARTS: u64 = 1_000;
 
 fn add(i: u64) -> WriteRequest {
-    let sku = format!("sku-{}", i % 7);
-    let op = if (i / (CARTS * 7)) % 4 == 3 {
-        Op::Set { sku, quantity: 3 }
+    let (cart, sku) = (format!("cart-{}", i % CARTS), format!("sku-{}", i % 7));
+    let req = if (i / (CARTS * 7)) % 4 == 3 {
+        WriteRequest::set(&cart, &sku, 3)
     } else {
-        Op::Add { sku, quantity: 1 }
+        WriteRequest::add(&cart, &sku, 1)
     };
-    WriteRequest {
-        cart: format!("cart-{}", i % CARTS),
-        op,
-        idempotency: None,
-    }
+    req.expect("valid ids")
 }
 
 fn bench_node<S: Storage>(c: &mut Criterion, name: &str, storage: S) {
@@ -33,7 +31,7 @@ fn bench_node<S: Storage>(c: &mut Criterion, name: &str, storage: S) {
     c.bench_function(&format!("write_path/{name}/single"), |b| {
         b.iter(|| {
             i += 1;
-            node.apply(add(i), false).unwrap()
+            node.apply(add(i), Durability::Process).unwrap()
         })
     });
     c.bench_function(&format!("write_path/{name}/group_of_64"), |b| {
@@ -46,7 +44,7 @@ fn bench_node<S: Storage>(c: &mut Criterion, name: &str, storage: S) {
                     })
                     .collect::<Vec<_>>()
             },
-            |reqs| node.apply_batch(reqs, false),
+            |reqs| node.apply_batch(reqs, Durability::Process),
             BatchSize::SmallInput,
         )
     });

@@ -26,12 +26,11 @@ pub enum CertsError {
     /// Certificate generation failed.
     #[error("generating certificates: {0}")]
     Rcgen(#[from] rcgen::Error),
-    /// A file could not be written.
+    /// The file at `path` could not be written.
     #[error("cannot write {path}: {source}")]
+    #[allow(missing_docs)]
     Io {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
 }

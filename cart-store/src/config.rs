@@ -1,6 +1,6 @@
 //! [`Config`]: the node's TOML configuration, with defaults for everything but identity.
 //!
-//! The keys of DESIGN.md (`region`, `node_id`, `data_dir`, `http_listen`, `peer_listen`,
+//! The keys of the contract (`docs/CONTRACT.md`: `region`, `node_id`, `data_dir`, `http_listen`, `peer_listen`,
 //! `[tls]`, `[[peers]]`) plus these top-level keys, all optional:
 //!
 //! | key | default | meaning |
@@ -28,16 +28,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How a write is made durable before it is acknowledged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// The write-ahead log is written (not fsynced) before the ack: survives `kill -9`.
-    #[default]
-    Process,
-    /// Group commit: concurrent writes share one fsync; survives power loss.
-    Fsync,
-}
+pub use meridian_cart_store_core::Durability;
+use meridian_cart_store_core::NodeConfig;
+use meridian_clocks::ReplicaId;
 
 /// TLS files for peer links (used by replication; not read yet).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -140,24 +133,31 @@ const KNOWN_KEYS: &[&str] = &[
     "causal_wait_ms",
 ];
 
-mod defaults {
+/// The default of every defaulted key, written once: the config, [`ServerSettings`]'s
+/// `Default` and the tests all use these.
+///
+/// [`ServerSettings`]: crate::server::ServerSettings
+pub mod defaults {
+    #![allow(missing_docs)]
     pub fn body_bytes_max() -> usize {
         64 * 1024
     }
+    use meridian_cart_store_core::node;
+
     pub fn cart_lines_max() -> usize {
-        1000
+        node::CART_LINES_MAX_DEFAULT
     }
     pub fn cart_bytes_max() -> usize {
-        256 * 1024
+        node::CART_BYTES_MAX_DEFAULT
     }
     pub fn request_timeout_ms() -> u64 {
         5000
     }
     pub fn idempotency_ttl_secs() -> u64 {
-        24 * 3600
+        node::IDEMPOTENCY_TTL_DEFAULT.as_secs()
     }
     pub fn max_clock_offset_ms() -> u64 {
-        500
+        meridian_clocks::DEFAULT_MAX_OFFSET.as_millis() as u64
     }
     pub fn write_batch_max() -> usize {
         256
@@ -174,18 +174,17 @@ mod defaults {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
+    /// The file at `path` could not be read.
     #[error("cannot read config file {path}: {source}")]
+    #[allow(missing_docs)]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
-    /// The TOML is malformed or a key has the wrong type.
+    /// The TOML at `path` is malformed or a key has the wrong type.
     #[error("invalid config file {path}: {message}")]
     Parse {
-        /// The file.
+        #[allow(missing_docs)]
         path: PathBuf,
         /// The TOML parser's message, with line and column.
         message: String,
@@ -193,7 +192,7 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("invalid config: `{key}` {message}")]
     Invalid {
-        /// The key.
+        /// The config key, as written in the file.
         key: &'static str,
         /// What is wrong and what is allowed.
         message: String,
@@ -236,6 +235,18 @@ impl Config {
     /// Keys this version does not know (likely typos), sorted.
     pub fn unknown_keys(&self) -> Vec<String> {
         self.unknown.clone()
+    }
+
+    /// The write path's settings.
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            node_id: ReplicaId(self.node_id),
+            cart_lines_max: self.cart_lines_max,
+            cart_bytes_max: self.cart_bytes_max,
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
+            max_clock_offset: self.max_clock_offset(),
+            clock_bound_override: self.clock_bound_override,
+        }
     }
 
     /// The HLC max offset.

@@ -7,25 +7,17 @@
 //! path ([`Node`]) is sans-IO: it has no runtime, sockets or threads, so it runs the same
 //! over RocksDB in production and over [`MemStorage`] (which models crashes) in tests.
 //!
+//! The write path itself is [`meridian_cart_store_core`] (re-exported here), which has no
+//! runtime, sockets or RocksDB; this crate adds what a running node needs around it.
+//!
 //! ```
-//! use meridian_cart_store::{MemStorage, Node, NodeConfig, Op, WriteRequest};
-//! use meridian_clocks::{ManualClock, ReplicaId};
+//! use meridian_cart_store::{Durability, Node, NodeConfig, RocksStorage, WriteRequest};
+//! use meridian_clocks::{ReplicaId, SystemClock};
 //!
-//! let storage = MemStorage::new();
-//! let clock = ManualClock::new(1_700_000_000_000);
-//! let mut node = Node::open(storage.clone(), clock.clone(), NodeConfig::new(ReplicaId(1)))?;
-//!
-//! let add = |sku: &str, quantity| WriteRequest {
-//!     cart: "alice".into(),
-//!     op: Op::Add { sku: sku.into(), quantity },
-//!     idempotency: None,
-//! };
-//! node.apply(add("book", 2), true)?;
-//! node.apply(add("book", 1), false)?; // not synced: a power failure loses it
-//! assert_eq!(node.read("alice")?.lines[0].quantity, 3);
-//!
-//! // After a crash only synced writes remain, and the node restarts on them.
-//! let node = Node::open(storage.crash(), clock, NodeConfig::new(ReplicaId(1)))?;
+//! let dir = tempfile::tempdir()?;
+//! let storage = RocksStorage::open(dir.path())?;
+//! let mut node = Node::open(storage, SystemClock, NodeConfig::new(ReplicaId(1)))?;
+//! node.apply(WriteRequest::add("alice", "book", 2)?, Durability::Process)?;
 //! assert_eq!(node.read("alice")?.lines[0].quantity, 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -35,15 +27,13 @@
 //! | module | job |
 //! |---|---|
 //! | [`config`] | the TOML config and its defaults |
-//! | [`validate`] | id, sku, quantity and idempotency-key syntax |
-//! | [`cart`] | the cart CRDT the node stores |
-//! | [`codec`] | every on-disk format, versioned, with golden vectors |
-//! | [`storage`] | the [`Storage`] trait, [`RocksStorage`] and [`MemStorage`] |
-//! | [`token`] | the `Causal-Token` format |
-//! | [`node`] | the sans-IO write path |
+//! | [`rocks`] | [`RocksStorage`], the production [`Storage`] |
 //! | [`server`] | the HTTP driver: axum routes, one writer thread, metrics, shutdown |
 //! | [`certs`] | the development CA of `cart-store certs` |
-//! | [`load`] | the load generator of `cart-store load` |
+//! | re-exported from [`meridian_cart_store_core`] | [`validate`], [`cart`], [`codec`], [`storage`], [`token`], [`node`]: the sans-IO write path |
+//!
+//! The load generator is a separate binary (`cart-load`, package `meridian-cart-load`), so
+//! the node carries no benchmark tooling.
 //!
 //! # Durability
 //!
@@ -58,22 +48,12 @@
 //! None.
 #![deny(missing_docs)]
 
-pub mod cart;
 pub mod certs;
-pub mod codec;
 pub mod config;
-pub mod load;
-pub mod node;
+pub mod rocks;
 pub mod server;
-pub mod storage;
-pub mod token;
-pub mod validate;
 
-pub use cart::Cart;
-pub use config::{Config, ConfigError, Durability};
-pub use node::{
-    read_cart, read_log, CartView, Idempotency, Node, NodeConfig, NodeError, Op, OpenError,
-    OrderView, Reply, WriteRequest,
-};
-pub use storage::{Batch, Cf, MemStorage, RocksStorage, Storage, StorageError};
-pub use token::CausalToken;
+pub use meridian_cart_store_core::*;
+
+pub use config::{Config, ConfigError};
+pub use rocks::RocksStorage;

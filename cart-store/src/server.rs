@@ -48,10 +48,13 @@
 //! | 504 | `timeout` | the request exceeded `request_timeout_ms` (a write may still apply) |
 
 use crate::config::{Config, Durability};
-use crate::node::{self, Idempotency, Node, NodeConfig, NodeError, Op, OpenError, Reply};
-use crate::storage::{RocksStorage, Storage, StorageError};
+use crate::node::{self, Applied, Idempotency, Node, NodeError, Op, OpenError};
+use crate::storage::{Storage, StorageError, StorageErrorKind};
 use crate::token::CausalToken;
-use crate::validate;
+use crate::validate::{
+    CartId, IdempotencyKey, Increment, InputError, InputErrorKind, Quantity, Sku,
+};
+use crate::RocksStorage;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -105,6 +108,23 @@ pub struct ServerSettings {
     pub causal_wait: Duration,
     /// Configured peer regions (not contacted yet).
     pub peers: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    /// The config's defaults, for region `"local"` with no peers.
+    fn default() -> Self {
+        use crate::config::defaults;
+        ServerSettings {
+            region: "local".into(),
+            durability: Durability::default(),
+            body_bytes_max: defaults::body_bytes_max(),
+            request_timeout: Duration::from_millis(defaults::request_timeout_ms()),
+            write_batch_max: defaults::write_batch_max(),
+            write_queue_max: defaults::write_queue_max(),
+            causal_wait: Duration::from_millis(defaults::causal_wait_ms()),
+            peers: vec![],
+        }
+    }
 }
 
 impl ServerSettings {
@@ -285,7 +305,7 @@ impl Metrics {
 
 struct Job {
     req: node::WriteRequest,
-    reply: oneshot::Sender<Result<Reply, NodeError>>,
+    reply: oneshot::Sender<Result<Applied, NodeError>>,
 }
 
 enum Msg {
@@ -322,7 +342,7 @@ impl Server {
     pub fn open(config: &Config) -> Result<Server, ServeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| ServeError::Storage {
             dir: config.data_dir.clone(),
-            source: StorageError(e.to_string()),
+            source: StorageError::new(StorageErrorKind::Open, e.to_string()),
         })?;
         let storage: Arc<dyn Storage> =
             Arc::new(RocksStorage::open(&config.data_dir).map_err(|source| {
@@ -331,12 +351,12 @@ impl Server {
                     source,
                 }
             })?);
-        let node = Node::open(storage, SystemClock, NodeConfig::from_config(config)).map_err(
-            |source| ServeError::Open {
+        let node = Node::open(storage, SystemClock, config.node_config()).map_err(|source| {
+            ServeError::Open {
                 dir: config.data_dir.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         Ok(Server::with_node(node, ServerSettings::from_config(config)))
     }
 
@@ -357,11 +377,11 @@ impl Server {
             applied: applied_rx,
             metrics: metrics.clone(),
         });
-        let sync = settings.durability == Durability::Fsync;
+        let durability = settings.durability;
         let batch_max = settings.write_batch_max;
         let writer = std::thread::Builder::new()
             .name("cart-store-writer".into())
-            .spawn(move || writer_loop(node, rx, applied_tx, metrics, sync, batch_max))
+            .spawn(move || writer_loop(node, rx, applied_tx, metrics, durability, batch_max))
             .expect("spawning the writer thread");
         Server {
             state,
@@ -399,7 +419,12 @@ impl Server {
             let _ = self.state.writer.send(Msg::Stop);
             match w.join() {
                 Ok(r) => r.map_err(ServeError::Flush)?,
-                Err(_) => return Err(ServeError::Flush(StorageError("writer panicked".into()))),
+                Err(_) => {
+                    return Err(ServeError::Flush(StorageError::new(
+                        StorageErrorKind::Other,
+                        "writer panicked",
+                    )))
+                }
             }
         }
         Ok(())
@@ -417,7 +442,7 @@ fn writer_loop<C: PhysicalClock>(
     rx: Receiver<Msg>,
     applied: watch::Sender<u64>,
     metrics: Metrics,
-    sync: bool,
+    durability: Durability,
     batch_max: usize,
 ) -> Result<(), StorageError> {
     let mut last_sweep = Instant::now();
@@ -442,10 +467,10 @@ fn writer_loop<C: PhysicalClock>(
             let n = reqs.len();
             let before = node.last_seq();
             let start = Instant::now();
-            let results = node.apply_batch(reqs, sync);
+            let results = node.apply_batch(reqs, durability);
             metrics.write_latency.observe(start.elapsed().as_secs_f64());
             metrics.batch_size.observe(n as f64);
-            if sync && node.last_seq() != before {
+            if durability == Durability::Fsync && node.last_seq() != before {
                 metrics.fsyncs.inc();
             }
             metrics.set_node_gauges(&node);
@@ -520,11 +545,9 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let msg = e.to_string();
         match e {
-            NodeError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", msg),
-            NodeError::InvalidQuantity(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity", msg)
-            }
+            NodeError::Input(e) => e.into(),
             NodeError::CartFull { .. } => ApiError::new(StatusCode::CONFLICT, "cart_full", msg),
+            NodeError::LineFull { .. } => ApiError::new(StatusCode::CONFLICT, "line_full", msg),
             NodeError::CartTooLarge { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "cart_too_large", msg)
             }
@@ -543,6 +566,21 @@ impl From<NodeError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", msg)
                     .retry_after(1)
             }
+        }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        let msg = e.to_string();
+        match e.kind() {
+            InputErrorKind::Quantity => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity", msg)
+            }
+            InputErrorKind::IdempotencyKey => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", msg)
+            }
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", msg),
         }
     }
 }
@@ -754,18 +792,17 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 // Request parsing
 
 /// The raw (not percent-decoded) path segment `index` (`/carts/{cart}/items/{sku}`: the
-/// cart is 2, the sku 4). Ids never need escaping, so any `%` is refused.
-fn path_param(uri: &axum::http::Uri, index: usize, what: &str) -> Result<String, ApiError> {
-    let raw = uri.path().split('/').nth(index).unwrap_or("");
-    if validate::is_id(raw) {
-        Ok(raw.to_owned())
-    } else {
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            validate::id_problem(what, raw),
-        ))
-    }
+/// cart is 2, the sku 4). Ids never need escaping, so any `%` is refused by the parse.
+fn path_segment(uri: &axum::http::Uri, index: usize) -> &str {
+    uri.path().split('/').nth(index).unwrap_or("")
+}
+
+fn cart_param(uri: &axum::http::Uri) -> Result<CartId, ApiError> {
+    Ok(CartId::parse(path_segment(uri, 2))?)
+}
+
+fn sku_param(uri: &axum::http::Uri) -> Result<Sku, ApiError> {
+    Ok(Sku::parse(path_segment(uri, 4))?)
 }
 
 fn idempotency(
@@ -777,22 +814,9 @@ fn idempotency(
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = v
-        .to_str()
-        .ok()
-        .filter(|k| validate::is_idempotency_key(k))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
-                format!(
-                    "Idempotency-Key must be 1-{} visible ASCII characters, e.g. a UUID",
-                    validate::IDEMPOTENCY_KEY_BYTES_MAX
-                ),
-            )
-        })?;
+    let key = IdempotencyKey::parse(v.to_str().unwrap_or(""))?;
     Ok(Some(Idempotency {
-        key: key.to_owned(),
+        key,
         fingerprint: crate::codec::fnv1a64(&[method.as_str().as_bytes(), path.as_bytes(), body]),
     }))
 }
@@ -951,28 +975,18 @@ struct SetBody {
     quantity: u64,
 }
 
-#[derive(Deserialize)]
-struct TokenOnly {
-    token: String,
-}
-
-fn reply_response(state: &AppState, reply: Reply) -> Response {
-    let token = serde_json::from_slice::<TokenOnly>(&reply.body)
-        .map(|t| t.token)
-        .unwrap_or_else(|_| {
-            CausalToken::single(state.node_id, *state.applied.borrow()).to_string()
-        });
-    let mut resp = Response::new(Body::from(reply.body));
-    *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+fn reply_response(applied: Applied) -> Response {
+    let body = serde_json::to_vec(&applied.answer).expect("API views serialize");
+    let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_str(&token) {
+    if let Ok(v) = HeaderValue::from_str(applied.answer.token()) {
         h.insert("causal-token", v);
     }
-    if reply.replayed {
+    if applied.replayed {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     resp
@@ -1010,7 +1024,7 @@ async fn submit(state: &AppState, req: node::WriteRequest) -> Result<Response, A
         )
         .retry_after(1)
     })??;
-    Ok(reply_response(state, reply))
+    Ok(reply_response(reply))
 }
 
 async fn write(
@@ -1018,21 +1032,18 @@ async fn write(
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    cart: String,
+    cart: CartId,
     op: Op,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let idempotency = idempotency(&headers, &method, uri.path(), body)?;
     await_token(&state, &headers).await?;
-    submit(
-        &state,
-        node::WriteRequest {
-            cart,
-            op,
-            idempotency,
-        },
-    )
-    .await
+    let req = node::WriteRequest {
+        cart,
+        op,
+        idempotency,
+    };
+    submit(&state, req).await
 }
 
 async fn get_cart(
@@ -1040,7 +1051,7 @@ async fn get_cart(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cart = path_param(&uri, 2, "cart id")?;
+    let cart = cart_param(&uri)?;
     await_token(&state, &headers).await?;
     // Read the position first: the cart read after it is at least that new.
     let seq = *state.applied.borrow();
@@ -1063,12 +1074,12 @@ async fn add_item(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let cart = path_param(&uri, 2, "cart id")?;
+    let cart = cart_param(&uri)?;
     let bytes = json_bytes(&headers, body, state.settings.body_bytes_max).await?;
     let b: AddBody = parse_json(&bytes, r#"{"sku": "book-1", "quantity": 2}"#)?;
     let op = Op::Add {
-        sku: b.sku,
-        quantity: b.quantity,
+        sku: Sku::parse(&b.sku)?,
+        quantity: Increment::new(b.quantity)?,
     };
     write(state, method, uri, headers, cart, op, &bytes).await
 }
@@ -1080,13 +1091,13 @@ async fn set_item(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let cart = path_param(&uri, 2, "cart id")?;
-    let sku = path_param(&uri, 4, "sku")?;
+    let cart = cart_param(&uri)?;
+    let sku = sku_param(&uri)?;
     let bytes = json_bytes(&headers, body, state.settings.body_bytes_max).await?;
     let b: SetBody = parse_json(&bytes, r#"{"quantity": 3}"#)?;
     let op = Op::Set {
         sku,
-        quantity: b.quantity,
+        quantity: Quantity::new(b.quantity)?,
     };
     write(state, method, uri, headers, cart, op, &bytes).await
 }
@@ -1097,8 +1108,8 @@ async fn remove_item(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cart = path_param(&uri, 2, "cart id")?;
-    let sku = path_param(&uri, 4, "sku")?;
+    let cart = cart_param(&uri)?;
+    let sku = sku_param(&uri)?;
     write(state, method, uri, headers, cart, Op::Remove { sku }, &[]).await
 }
 
@@ -1108,7 +1119,7 @@ async fn clear_cart(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cart = path_param(&uri, 2, "cart id")?;
+    let cart = cart_param(&uri)?;
     write(state, method, uri, headers, cart, Op::Clear, &[]).await
 }
 
@@ -1118,6 +1129,6 @@ async fn checkout(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cart = path_param(&uri, 2, "cart id")?;
+    let cart = cart_param(&uri)?;
     write(state, method, uri, headers, cart, Op::Checkout, &[]).await
 }

@@ -6,7 +6,9 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use meridian_cart_store::server::{Server, ServerSettings};
-use meridian_cart_store::{Batch, Cf, Durability, MemStorage, Node, NodeConfig, Storage};
+use meridian_cart_store::{
+    Batch, Cf, Durability, MemStorage, Node, NodeConfig, Storage, StorageError, StorageErrorKind,
+};
 use meridian_clocks::{ReplicaId, SystemClock};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -16,13 +18,10 @@ use tower::ServiceExt;
 fn settings() -> ServerSettings {
     ServerSettings {
         region: "virginia".into(),
-        durability: Durability::Process,
-        body_bytes_max: 64 * 1024,
-        request_timeout: Duration::from_secs(5),
         write_batch_max: 64,
         write_queue_max: 64,
         causal_wait: Duration::from_millis(100),
-        peers: vec![],
+        ..ServerSettings::default()
     }
 }
 
@@ -567,7 +566,7 @@ async fn a_corrupt_cart_is_a_500_and_the_node_stays_up() {
     .await;
     let mut b = Batch::new();
     b.put(Cf::Carts, b"bad".to_vec(), vec![1, 0xff, 0xfe, 0xfd]);
-    a.storage.write(&b, false).unwrap();
+    a.storage.write(&b, Durability::Process).unwrap();
     let m = error(
         &a.send("GET", "/carts/bad", None).await,
         500,
@@ -647,14 +646,10 @@ impl GatedStorage {
 }
 
 impl Storage for GatedStorage {
-    fn get(
-        &self,
-        cf: Cf,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, meridian_cart_store::StorageError> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.get(cf, key)
     }
-    fn write(&self, batch: &Batch, sync: bool) -> Result<(), meridian_cart_store::StorageError> {
+    fn write(&self, batch: &Batch, durability: Durability) -> Result<(), StorageError> {
         let (m, cv) = &*self.state;
         let mut g = m.lock().unwrap();
         g.waiting += 1;
@@ -663,20 +658,20 @@ impl Storage for GatedStorage {
         }
         g.waiting -= 1;
         if g.fail {
-            return Err(meridian_cart_store::StorageError("disk on fire".into()));
+            return Err(StorageError::new(StorageErrorKind::Io, "disk on fire"));
         }
         drop(g);
-        self.inner.write(batch, sync)
+        self.inner.write(batch, durability)
     }
     fn scan(
         &self,
         cf: Cf,
         start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), meridian_cart_store::StorageError> {
+    ) -> Result<(), StorageError> {
         self.inner.scan(cf, start, f)
     }
-    fn sync(&self) -> Result<(), meridian_cart_store::StorageError> {
+    fn sync(&self) -> Result<(), StorageError> {
         self.inner.sync()
     }
 }

@@ -2,7 +2,7 @@
 //! durability modes, wrong node ids, corrupt data, graceful shutdown. Traffic goes only to
 //! 127.0.0.1; every loop is bounded in count and time.
 
-use meridian_cart_store::{Batch, Cf, RocksStorage, Storage};
+use meridian_cart_store::{Batch, Cf, Durability, RocksStorage, Storage};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_cart-store");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    meridian_testkit::free_port().expect("a free loopback port")
 }
 
 fn write_config(dir: &Path, node_id: u64, port: u16, extra: &str) -> PathBuf {
@@ -260,7 +256,7 @@ fn a_corrupt_cart_value_is_a_clear_error_not_a_crash() {
         }
         let mut batch = Batch::new();
         batch.put(Cf::Carts, b"bad".to_vec(), v);
-        db.write(&batch, true).unwrap();
+        db.write(&batch, Durability::Fsync).unwrap();
     }
     let node = NodeProc::start(dir.path(), 1, "");
     let r = c.get(node.url("/carts/bad")).send().unwrap();
@@ -470,7 +466,7 @@ fn a_persisted_clock_bound_far_ahead_is_refused_unless_overridden() {
             meridian_cart_store::codec::META_HLC_BOUND,
             meridian_cart_store::codec::encode_u64(bound.to_u64()).to_vec(),
         );
-        db.write(&batch, true).unwrap();
+        db.write(&batch, Durability::Fsync).unwrap();
     }
     let config = write_config(dir.path(), 1, free_port(), "");
     let err = serve_fails(&config);

@@ -1,8 +1,9 @@
 //! `cargo xtask bench-node`: a release cart-store node against Redis, in the same run.
 //!
-//! 1. builds `cart-store` in release (RocksDB compiles once per machine and profile);
+//! 1. builds `cart-store` and the load generator `cart-load` in release (RocksDB compiles
+//!    once per machine and profile);
 //! 2. starts a node on loopback in a temporary directory, waits for `/health`, and runs
-//!    `cart-store load` against it (default: 64 clients, 20 s, 70% add, 20% read,
+//!    `cart-load` against it (default: 64 clients, 20 s, 70% add, 20% read,
 //!    10% remove over 100k carts); the load generator shares the machine's cores with the
 //!    server, for the node and Redis alike;
 //! 3. does the same with `durability = "fsync"` and reads the group-commit counters from
@@ -138,7 +139,7 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String>
     Err(format!("{what} did not come up within 30 s"))
 }
 
-/// The number in `"key": <number>` of a flat JSON summary (`cart-store load --json`).
+/// The number in `"key": <number>` of a flat JSON summary (`cart-load --json`).
 fn json_number(json: &str, key: &str) -> Result<f64, String> {
     let at = json
         .find(&format!("\"{key}\""))
@@ -175,15 +176,14 @@ struct Run {
 
 fn run_load(bin: &Path, target: &[String], p: &Params, json: &Path) -> Result<Run, String> {
     let status = Command::new(bin)
-        .arg("load")
         .args(target)
         .args(p.load_args())
         .arg("--json")
         .arg(json)
         .status()
-        .map_err(|e| format!("cannot run cart-store load: {e}"))?;
+        .map_err(|e| format!("cannot run cart-load: {e}"))?;
     if !status.success() {
-        return Err(format!("cart-store load failed ({status})"));
+        return Err(format!("cart-load failed ({status})"));
     }
     let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
     Ok(Run {
@@ -194,7 +194,13 @@ fn run_load(bin: &Path, target: &[String], p: &Params, json: &Path) -> Result<Ru
     })
 }
 
-fn node_run(bin: &Path, dir: &Path, durability: &str, p: &Params) -> Result<Run, String> {
+fn node_run(
+    bin: &Path,
+    load_bin: &Path,
+    dir: &Path,
+    durability: &str,
+    p: &Params,
+) -> Result<Run, String> {
     let data = dir.join(format!("data-{durability}"));
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -230,7 +236,7 @@ fn node_run(bin: &Path, dir: &Path, durability: &str, p: &Params) -> Result<Run,
     let before = counters(&http_get(addr, "/metrics")?);
     let started = Instant::now();
     let mut run = run_load(
-        bin,
+        load_bin,
         &["--target".to_owned(), format!("http://{addr}")],
         p,
         &dir.join(format!("node-{durability}.json")),
@@ -247,7 +253,7 @@ fn node_run(bin: &Path, dir: &Path, durability: &str, p: &Params) -> Result<Run,
     Ok(run)
 }
 
-fn redis_run(bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
+fn redis_run(load_bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -295,7 +301,7 @@ fn redis_run(bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
     wait_until("redis-server", || TcpStream::connect(addr).is_ok())?;
     eprintln!("xtask: redis-server up on {addr}; loading it");
     run_load(
-        bin,
+        load_bin,
         &["--redis".to_owned(), format!("redis://{addr}/")],
         p,
         &dir.join("redis.json"),
@@ -305,22 +311,30 @@ fn redis_run(bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
 /// Runs the whole comparison.
 pub fn bench_node(args: &[String]) -> Result<(), String> {
     let p = Params::parse(args)?;
-    crate::cargo(&["build", "--release", "-p", "meridian-cart-store"])?;
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "meridian-cart-store",
+        "-p",
+        "meridian-cart-load",
+    ])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"));
     let bin = target.join("release").join("cart-store");
+    let load_bin = target.join("release").join("cart-load");
     let dir = std::env::temp_dir().join(format!("meridian-bench-node-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
-    let node = node_run(&bin, &dir, "process", &p)?;
+    let node = node_run(&bin, &load_bin, &dir, "process", &p)?;
     let fsync = if p.skip_fsync {
         None
     } else {
-        Some(node_run(&bin, &dir, "fsync", &p)?)
+        Some(node_run(&bin, &load_bin, &dir, "fsync", &p)?)
     };
-    let redis = redis_run(&bin, &dir, &p)?;
+    let redis = redis_run(&load_bin, &dir, &p)?;
 
     println!();
     println!(

@@ -5,7 +5,7 @@
 //!                           integration, examples' smoke tests, benches in test mode, doc tests)
 //! cargo xtask demo [ARGS]   check prerequisites, then run the demo
 //! cargo xtask bench [ARGS]  run the criterion benches (release profile)
-//! cargo xtask bench-node    a release node under `cart-store load`, against Redis
+//! cargo xtask bench-node    a release node under `cart-load`, against Redis
 //!                           (flags: --concurrency N --duration-secs N --carts N --mix SPEC
 //!                           --skip-fsync)
 //! cargo xtask fuzz [--seconds N] [--keep-going] [TARGET...]
@@ -105,10 +105,11 @@ fn test(rest: &[String]) -> Result<(), String> {
     fuzz::fuzz_smoke(&workspace_root())
 }
 
-/// ARCHITECTURE.md's deliberate absences: the embeddable crates pull in no async runtime,
-/// network stack, storage engine or C/C++ build.
+/// ARCHITECTURE.md's deliberate absences: the embeddable crates and the cart store's sans-IO
+/// core pull in no async runtime, network stack, storage engine or C/C++ build, and the node
+/// binary carries no load-generator crates.
 fn check_architecture() -> Result<(), String> {
-    const FORBIDDEN: &[&str] = &[
+    const SANS_IO_FORBIDDEN: &[&str] = &[
         "tokio",
         "quinn",
         "rustls",
@@ -118,13 +119,21 @@ fn check_architecture() -> Result<(), String> {
         "bindgen",
         "cmake",
     ];
-    for krate in ["meridian-clocks", "meridian-crdt"] {
+    const LOAD_TOOLS: &[&str] = &["redis", "indicatif", "hdrhistogram"];
+    let checks: [(&str, &[&str], &str); 4] = [
+        ("meridian-clocks", SANS_IO_FORBIDDEN, "embeddable crates build without an async runtime, network stack or C/C++ toolchain"),
+        ("meridian-crdt", SANS_IO_FORBIDDEN, "embeddable crates build without an async runtime, network stack or C/C++ toolchain"),
+        ("meridian-cart-store-core", SANS_IO_FORBIDDEN, "the sans-IO core builds and simulates without a runtime, sockets or RocksDB"),
+        ("meridian-cart-store", LOAD_TOOLS, "the production node carries no load-generator crates (they live in meridian-cart-load)"),
+    ];
+    for (krate, forbidden, why) in checks {
         let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let out = Command::new(&cargo)
             .args([
                 "tree",
                 "-p",
                 krate,
+                "--all-features",
                 "-e",
                 "normal,build",
                 "--prefix",
@@ -145,12 +154,11 @@ fn check_architecture() -> Result<(), String> {
         let bad: Vec<&str> = tree
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|name| FORBIDDEN.contains(name))
+            .filter(|name| forbidden.contains(name))
             .collect();
         if !bad.is_empty() {
             return Err(format!(
-                "architecture invariant broken: {krate} depends on {bad:?}; the clocks and crdt \
-                 crates must build without an async runtime, network stack or C/C++ toolchain"
+                "architecture invariant broken: {krate} depends on {bad:?}; {why}"
             ));
         }
         let deps: std::collections::BTreeSet<&str> = tree.lines().skip(1).collect();

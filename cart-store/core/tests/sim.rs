@@ -4,8 +4,12 @@
 //! model as of the last sync. Some requests carry idempotency keys from a small pool, so
 //! retries, misuses and keys lost in a crash all occur. A failure names its seed; `MERIDIAN_SEED=n` replays one seed.
 
-use meridian_cart_store::{Idempotency, MemStorage, Node, NodeConfig, NodeError, Op, WriteRequest};
+use meridian_cart_store_core::{
+    CartId, Durability, IdempotencyKey, Increment, MemStorage, Node, NodeConfig, NodeError, Op,
+    Quantity, Sku, WriteRequest,
+};
 use meridian_clocks::{ManualClock, ReplicaId};
+use meridian_testkit::SplitMix64 as Rng;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default)]
@@ -15,63 +19,40 @@ struct Model {
     keys: BTreeMap<String, u64>,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const CARTS: u64 = 4;
 const SKUS: u64 = 4;
 const LINES_MAX: usize = 3;
 
 fn random_op(rng: &mut Rng) -> WriteRequest {
-    let cart = format!("c{}", rng.below(CARTS));
-    let sku = format!("s{}", rng.below(SKUS));
+    let cart = CartId::parse(&format!("c{}", rng.below(CARTS))).unwrap();
+    let sku = Sku::parse(&format!("s{}", rng.below(SKUS))).unwrap();
     let op = match rng.below(10) {
         0..=3 => Op::Add {
             sku,
-            quantity: rng.below(4),
-        }, // 0 is invalid
+            quantity: Increment::new(1 + rng.below(3)).unwrap(),
+        },
         4 | 5 => Op::Set {
             sku,
-            quantity: rng.below(4),
+            quantity: Quantity::new(rng.below(4)).unwrap(),
         },
         6 => Op::Remove { sku },
         7 => Op::Clear,
         _ => Op::Checkout,
     };
-    let idempotency = (rng.below(3) == 0).then(|| {
+    let req = WriteRequest::new(cart, op);
+    if rng.below(3) == 0 {
         // Same key, usually the same request (a retry), sometimes another (a misuse).
-        let k = rng.below(3);
-        Idempotency {
-            key: format!("k{k}"),
-            fingerprint: rng.below(2),
-        }
-    });
-    WriteRequest {
-        cart,
-        op,
-        idempotency,
+        let key = IdempotencyKey::parse(&format!("k{}", rng.below(3))).unwrap();
+        req.with_idempotency(key, rng.below(2))
+    } else {
+        req
     }
 }
 
 /// Applies `req` to the model; `Ok(true)` for a replay, `Err` when the node must refuse it.
 fn model_apply(m: &mut Model, req: &WriteRequest) -> Result<bool, &'static str> {
-    if matches!(req.op, Op::Add { quantity: 0, .. }) {
-        return Err("invalid quantity");
-    }
     if let Some(idem) = &req.idempotency {
-        match m.keys.get(&idem.key) {
+        match m.keys.get(idem.key.as_str()) {
             Some(f) if *f == idem.fingerprint => return Ok(true),
             Some(_) => return Err("mismatch"),
             None => {}
@@ -79,7 +60,8 @@ fn model_apply(m: &mut Model, req: &WriteRequest) -> Result<bool, &'static str> 
     }
     model_apply_op(&mut m.carts, req)?;
     if let Some(idem) = &req.idempotency {
-        m.keys.insert(idem.key.clone(), idem.fingerprint);
+        m.keys
+            .insert(idem.key.as_str().to_owned(), idem.fingerprint);
     }
     Ok(false)
 }
@@ -88,32 +70,29 @@ fn model_apply_op(
     carts: &mut BTreeMap<String, BTreeMap<String, u32>>,
     req: &WriteRequest,
 ) -> Result<(), &'static str> {
-    let cart = carts.entry(req.cart.clone()).or_default();
+    let cart = carts.entry(req.cart.to_string()).or_default();
     let full = |cart: &BTreeMap<String, u32>, sku: &str| {
         !cart.contains_key(sku) && cart.len() >= LINES_MAX
     };
     match &req.op {
         Op::Add { sku, quantity } => {
-            if *quantity == 0 {
-                return Err("invalid quantity");
-            }
-            if full(cart, sku) {
+            if full(cart, sku.as_str()) {
                 return Err("full");
             }
-            *cart.entry(sku.clone()).or_default() += *quantity as u32;
+            *cart.entry(sku.to_string()).or_default() += quantity.get();
         }
         Op::Set { sku, quantity } => {
-            if *quantity == 0 {
-                cart.remove(sku);
+            if quantity.get() == 0 {
+                cart.remove(sku.as_str());
             } else {
-                if full(cart, sku) {
+                if full(cart, sku.as_str()) {
                     return Err("full");
                 }
-                cart.insert(sku.clone(), *quantity as u32);
+                cart.insert(sku.to_string(), quantity.get());
             }
         }
         Op::Remove { sku } => {
-            cart.remove(sku);
+            cart.remove(sku.as_str());
         }
         Op::Clear => cart.clear(),
         Op::Checkout => {
@@ -137,12 +116,17 @@ fn check(node: &Node<MemStorage, ManualClock>, model: &Model, seed: u64, step: u
             .map(|l| (l.sku, l.quantity))
             .collect();
         let want = model.carts.get(&cart).cloned().unwrap_or_default();
-        assert_eq!(got, want, "seed {seed}, step {step}, cart {cart}");
+        assert_eq!(
+            got,
+            want,
+            "{}: step {step}, cart {cart}",
+            meridian_testkit::replay("node sim", seed)
+        );
     }
 }
 
 fn run(seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let clock = ManualClock::new(1_700_000_000_000);
     let mut config = NodeConfig::new(ReplicaId(1));
     config.cart_lines_max = LINES_MAX;
@@ -175,7 +159,12 @@ fn run(seed: u64) {
                 let n = 1 + rng.below(6) as usize;
                 let reqs: Vec<WriteRequest> = (0..n).map(|_| random_op(&mut rng)).collect();
                 let sync = rng.below(2) == 0;
-                let out = node.apply_batch(reqs.clone(), sync);
+                let durability = if sync {
+                    Durability::Fsync
+                } else {
+                    Durability::Process
+                };
+                let out = node.apply_batch(reqs.clone(), durability);
                 if trace {
                     eprintln!("step {step}: sync={sync}");
                     for (r, o) in reqs.iter().zip(&out) {
@@ -183,8 +172,7 @@ fn run(seed: u64) {
                             "   {} {:?} -> {:?}",
                             r.cart,
                             r.op,
-                            o.as_ref()
-                                .map(|x| String::from_utf8_lossy(&x.body).into_owned())
+                            o.as_ref().map(|x| &x.answer)
                         );
                     }
                 }
@@ -193,17 +181,18 @@ fn run(seed: u64) {
                     match (want, res) {
                         (Ok(replay), Ok(r)) if r.replayed == replay => {}
                         (Err("mismatch"), Err(NodeError::IdempotencyMismatch(_))) => {}
-                        (Err("invalid quantity"), Err(NodeError::InvalidQuantity(_)))
-                        | (Err("full"), Err(NodeError::CartFull { .. }))
+                        (Err("full"), Err(NodeError::CartFull { .. }))
                         | (Err("empty"), Err(NodeError::EmptyCart(_))) => {}
                         (w, r) => panic!(
-                            "seed {seed}, step {step}, request {i} {req:?}: model {w:?}, node {r:?}"
+                            "{}: step {step}, request {i} {req:?}: model {w:?}, node {r:?}",
+                            meridian_testkit::replay("node sim", seed)
                         ),
                     }
                 }
                 // A synced commit makes everything before it durable too (as a WAL fsync
-                // does); a batch with nothing to commit syncs nothing.
-                if sync && out.iter().any(|r| r.as_ref().is_ok_and(|r| !r.replayed)) {
+                // does); a batch with nothing to commit (refusals, replays, no-ops without
+                // a key) syncs nothing, and then earlier unsynced writes stay unsynced.
+                if storage.unsynced_writes() == 0 {
                     durable = model.clone();
                 }
             }
@@ -214,14 +203,7 @@ fn run(seed: u64) {
 
 #[test]
 fn node_agrees_with_the_model_through_crashes() {
-    if let Some(seed) = std::env::var("MERIDIAN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        run(seed);
-        return;
-    }
-    for seed in 0..300 {
+    for seed in meridian_testkit::seeds("node sim", 0..300) {
         run(seed);
     }
 }

@@ -1,10 +1,10 @@
 //! The sans-IO write path over `MemStorage`: semantics, validation, idempotency, group
 //! commit, crashes and startup checks.
 
-use meridian_cart_store::codec::{self, decode_delta_checked};
-use meridian_cart_store::{
-    Batch, Cart, Cf, Idempotency, MemStorage, Node, NodeConfig, NodeError, Op, OpenError, Storage,
-    WriteRequest,
+use meridian_cart_store_core::codec::{self, decode_delta_checked};
+use meridian_cart_store_core::{
+    Applied, Batch, Cart, Cf, Durability, IdempotencyKey, MemStorage, Node, NodeConfig, NodeError,
+    Op, OpenError, Storage, StorageError, StorageErrorKind, WriteRequest,
 };
 use meridian_clocks::{ManualClock, ReplicaId};
 use serde_json::Value;
@@ -21,29 +21,19 @@ fn open(s: &MemStorage, clock: &ManualClock) -> Node<MemStorage, ManualClock> {
 }
 
 fn req(cart: &str, op: Op) -> WriteRequest {
-    WriteRequest {
-        cart: cart.into(),
-        op,
-        idempotency: None,
-    }
+    WriteRequest::on(cart, op).unwrap()
 }
 
 fn add(cart: &str, sku: &str, quantity: u64) -> WriteRequest {
-    req(
-        cart,
-        Op::Add {
-            sku: sku.into(),
-            quantity,
-        },
-    )
+    WriteRequest::add(cart, sku, quantity).unwrap()
 }
 
-fn with_key(mut r: WriteRequest, key: &str, fingerprint: u64) -> WriteRequest {
-    r.idempotency = Some(Idempotency {
-        key: key.into(),
-        fingerprint,
-    });
-    r
+fn set(cart: &str, sku: &str, quantity: u64) -> WriteRequest {
+    WriteRequest::set(cart, sku, quantity).unwrap()
+}
+
+fn with_key(r: WriteRequest, key: &str, fingerprint: u64) -> WriteRequest {
+    r.with_idempotency(IdempotencyKey::parse(key).unwrap(), fingerprint)
 }
 
 fn lines<S: Storage>(node: &Node<S, ManualClock>, cart: &str) -> Vec<(String, u32)> {
@@ -59,8 +49,8 @@ fn l(sku: &str, q: u32) -> (String, u32) {
     (sku.to_owned(), q)
 }
 
-fn body(reply: &meridian_cart_store::Reply) -> Value {
-    serde_json::from_slice(&reply.body).unwrap()
+fn body(applied: &Applied) -> Value {
+    serde_json::to_value(&applied.answer).unwrap()
 }
 
 #[test]
@@ -68,32 +58,26 @@ fn every_operation_has_its_effect() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
     assert!(lines(&node, "c").is_empty(), "a new cart is empty");
-    node.apply(add("c", "b", 2), false).unwrap();
-    node.apply(add("c", "a", 1), false).unwrap();
-    node.apply(add("c", "b", 3), false).unwrap();
+    node.apply(add("c", "b", 2), Durability::Process).unwrap();
+    node.apply(add("c", "a", 1), Durability::Process).unwrap();
+    node.apply(add("c", "b", 3), Durability::Process).unwrap();
     assert_eq!(
         lines(&node, "c"),
         vec![l("a", 1), l("b", 5)],
         "sorted by sku"
     );
-    let set = |q| {
-        req(
-            "c",
-            Op::Set {
-                sku: "b".into(),
-                quantity: q,
-            },
-        )
-    };
-    node.apply(set(7), false).unwrap();
+    let set = |q| set("c", "b", q);
+    node.apply(set(7), Durability::Process).unwrap();
     assert_eq!(lines(&node, "c"), vec![l("a", 1), l("b", 7)]);
-    node.apply(set(0), false).unwrap();
+    node.apply(set(0), Durability::Process).unwrap();
     assert_eq!(lines(&node, "c"), vec![l("a", 1)]);
-    node.apply(req("c", Op::Remove { sku: "a".into() }), false)
-        .unwrap();
+    let remove = WriteRequest::remove("c", "a").unwrap();
+    node.apply(remove, Durability::Process).unwrap();
     assert!(lines(&node, "c").is_empty());
-    node.apply(add("c", "x", 1), false).unwrap();
-    let r = node.apply(req("c", Op::Clear), false).unwrap();
+    node.apply(add("c", "x", 1), Durability::Process).unwrap();
+    let r = node
+        .apply(req("c", Op::Clear), Durability::Process)
+        .unwrap();
     assert_eq!(body(&r)["lines"], serde_json::json!([]));
     assert!(lines(&node, "c").is_empty());
     assert_eq!(node.last_seq(), 8);
@@ -105,8 +89,9 @@ fn every_operation_has_its_effect() {
 fn replies_carry_the_cart_and_a_token() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
-    let r = node.apply(add("cart-1", "sku-1", 2), false).unwrap();
-    assert_eq!(r.status, 200);
+    let r = node
+        .apply(add("cart-1", "sku-1", 2), Durability::Process)
+        .unwrap();
     assert!(!r.replayed);
     assert_eq!(
         body(&r),
@@ -119,12 +104,17 @@ fn replies_carry_the_cart_and_a_token() {
 fn checkout_orders_exactly_the_observed_lines() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
-    let err = node.apply(req("c", Op::Checkout), false).unwrap_err();
+    let err = node
+        .apply(req("c", Op::Checkout), Durability::Process)
+        .unwrap_err();
     assert!(matches!(err, NodeError::EmptyCart(_)), "{err}");
-    node.apply(add("c", "a", 2), false).unwrap();
-    node.apply(add("c", "b", 1), false).unwrap();
+    node.apply(add("c", "a", 2), Durability::Process).unwrap();
+    node.apply(add("c", "b", 1), Durability::Process).unwrap();
     // In one batch: checkout, then an add the checkout did not observe.
-    let out = node.apply_batch(vec![req("c", Op::Checkout), add("c", "a", 5)], false);
+    let out = node.apply_batch(
+        vec![req("c", Op::Checkout), add("c", "a", 5)],
+        Durability::Process,
+    );
     let order = body(out[0].as_ref().unwrap());
     assert_eq!(order["order"], "order-1-3");
     assert_eq!(order["cart"], "c");
@@ -140,34 +130,82 @@ fn checkout_orders_exactly_the_observed_lines() {
 }
 
 #[test]
-fn invalid_requests_are_refused_and_write_nothing() {
-    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
-    let mut node = open(&s, &clock);
-    let cases: Vec<(WriteRequest, &str)> = vec![
-        (add("bad cart", "a", 1), "cart id"),
-        (add("..", "a", 1), "path segment"),
-        (add(&"c".repeat(129), "a", 1), "129 bytes"),
-        (add("c", "a/b", 1), "sku"),
-        (add("c", "", 1), "sku is empty"),
-        (add("c", "a", 0), "add takes 1..=10000"),
-        (add("c", "a", 10_001), "add takes 1..=10000"),
-        (
-            req(
-                "c",
-                Op::Set {
-                    sku: "a".into(),
-                    quantity: 10_001,
-                },
-            ),
-            "set takes 0..=10000",
-        ),
+fn invalid_requests_cannot_be_built() {
+    let cases: Vec<(Result<WriteRequest, _>, &str)> = vec![
+        (WriteRequest::add("bad cart", "a", 1), "cart id"),
+        (WriteRequest::add("..", "a", 1), "path segment"),
+        (WriteRequest::add(&"c".repeat(129), "a", 1), "129 bytes"),
+        (WriteRequest::add("c", "a/b", 1), "sku"),
+        (WriteRequest::add("c", "", 1), "sku is empty"),
+        (WriteRequest::add("c", "a", 0), "add takes 1..=10000"),
+        (WriteRequest::add("c", "a", 10_001), "add takes 1..=10000"),
+        (WriteRequest::set("c", "a", 10_001), "set takes 0..=10000"),
+        (WriteRequest::set("c", "a", 1 << 32), "set takes 0..=10000"),
     ];
     for (r, want) in cases {
-        let e = node.apply(r, false).unwrap_err().to_string();
+        let e = r.unwrap_err().to_string();
         assert!(e.contains(want), "{e:?} should contain {want:?}");
     }
-    assert_eq!(node.last_seq(), 0);
-    assert_eq!(s.unsynced_writes(), 0, "nothing was written");
+}
+
+#[test]
+fn an_add_past_the_line_maximum_is_refused() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    node.apply(add("c", "a", 10_000), Durability::Process)
+        .unwrap();
+    let e = node
+        .apply(add("c", "a", 1), Durability::Process)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            NodeError::LineFull {
+                current: 10_000,
+                adding: 1,
+                max: 10_000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(lines(&node, "c"), vec![l("a", 10_000)]);
+    // A set below the maximum, then adds up to it, are fine.
+    node.apply(set("c", "a", 9_998), Durability::Process)
+        .unwrap();
+    node.apply(add("c", "a", 2), Durability::Process).unwrap();
+    assert_eq!(lines(&node, "c"), vec![l("a", 10_000)]);
+}
+
+#[test]
+fn a_write_that_changes_nothing_commits_nothing() {
+    let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
+    let mut node = open(&s, &clock);
+    let before = s.unsynced_writes();
+    let r = node
+        .apply(
+            WriteRequest::remove("never", "a").unwrap(),
+            Durability::Process,
+        )
+        .unwrap();
+    assert_eq!(body(&r)["lines"], serde_json::json!([]));
+    node.apply(req("never", Op::Clear), Durability::Process)
+        .unwrap();
+    node.apply(set("never", "a", 0), Durability::Process)
+        .unwrap();
+    assert_eq!(s.unsynced_writes(), before, "no batch was written");
+    assert_eq!(
+        (node.last_seq(), node.log_len(), node.carts_stored()),
+        (0, 0, 0)
+    );
+    // With a key, only the idempotency record is written, so a retry after a later change
+    // replays the no-op instead of removing the new line.
+    let keyed = || with_key(WriteRequest::remove("c", "a").unwrap(), "k", 9);
+    node.apply(keyed(), Durability::Process).unwrap();
+    assert_eq!((node.last_seq(), node.log_len()), (0, 0));
+    node.apply(add("c", "a", 1), Durability::Process).unwrap();
+    assert!(node.apply(keyed(), Durability::Process).unwrap().replayed);
+    assert_eq!(lines(&node, "c"), vec![l("a", 1)]);
 }
 
 #[test]
@@ -176,21 +214,17 @@ fn a_cart_holds_at_most_cart_lines_max_lines() {
     let mut config = cfg();
     config.cart_lines_max = 2;
     let mut node = Node::open(s, clock, config).unwrap();
-    node.apply(add("c", "a", 1), false).unwrap();
-    node.apply(add("c", "b", 1), false).unwrap();
-    let e = node.apply(add("c", "c", 1), false).unwrap_err();
+    node.apply(add("c", "a", 1), Durability::Process).unwrap();
+    node.apply(add("c", "b", 1), Durability::Process).unwrap();
+    let e = node
+        .apply(add("c", "c", 1), Durability::Process)
+        .unwrap_err();
     assert!(matches!(e, NodeError::CartFull { max: 2, .. }), "{e}");
     // Existing lines can still grow, and a set of an existing line is fine.
-    node.apply(add("c", "a", 1), false).unwrap();
-    let set_new = req(
-        "c",
-        Op::Set {
-            sku: "z".into(),
-            quantity: 1,
-        },
-    );
+    node.apply(add("c", "a", 1), Durability::Process).unwrap();
+    let set_new = set("c", "z", 1);
     assert!(matches!(
-        node.apply(set_new, false),
+        node.apply(set_new, Durability::Process),
         Err(NodeError::CartFull { .. })
     ));
     assert_eq!(lines(&node, "c"), vec![l("a", 2), l("b", 1)]);
@@ -201,27 +235,27 @@ fn idempotent_retry_returns_the_first_answer_and_applies_once() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
     let first = node
-        .apply(with_key(add("c", "a", 2), "k1", 42), true)
+        .apply(with_key(add("c", "a", 2), "k1", 42), Durability::Fsync)
         .unwrap();
-    node.apply(add("c", "b", 1), true).unwrap();
+    node.apply(add("c", "b", 1), Durability::Fsync).unwrap();
     let retry = node
-        .apply(with_key(add("c", "a", 2), "k1", 42), true)
+        .apply(with_key(add("c", "a", 2), "k1", 42), Durability::Fsync)
         .unwrap();
     assert!(retry.replayed);
-    assert_eq!(retry.body, first.body, "the first answer, byte for byte");
+    assert_eq!(retry.answer, first.answer, "the first answer");
     assert_eq!(lines(&node, "c"), vec![l("a", 2), l("b", 1)]);
     let e = node
-        .apply(with_key(add("c", "a", 3), "k1", 43), true)
+        .apply(with_key(add("c", "a", 3), "k1", 43), Durability::Fsync)
         .unwrap_err();
     assert!(matches!(e, NodeError::IdempotencyMismatch(_)), "{e}");
 
     // Across a power failure (it was synced) and restart.
     let mut node = open(&s.crash(), &clock);
     let again = node
-        .apply(with_key(add("c", "a", 2), "k1", 42), true)
+        .apply(with_key(add("c", "a", 2), "k1", 42), Durability::Fsync)
         .unwrap();
     assert!(again.replayed);
-    assert_eq!(again.body, first.body);
+    assert_eq!(again.answer, first.answer);
     assert_eq!(lines(&node, "c"), vec![l("a", 2), l("b", 1)]);
 }
 
@@ -234,7 +268,7 @@ fn duplicate_keys_in_one_batch_apply_once() {
             with_key(add("c", "a", 2), "k", 1),
             with_key(add("c", "a", 2), "k", 1),
         ],
-        true,
+        Durability::Fsync,
     );
     assert!(!out[0].as_ref().unwrap().replayed);
     assert!(out[1].as_ref().unwrap().replayed);
@@ -247,11 +281,11 @@ fn idempotency_records_expire_after_the_ttl() {
     let mut config = cfg();
     config.idempotency_ttl = Duration::from_secs(60);
     let mut node = Node::open(s.clone(), clock.clone(), config).unwrap();
-    node.apply(with_key(add("c", "a", 1), "k", 7), false)
+    node.apply(with_key(add("c", "a", 1), "k", 7), Durability::Process)
         .unwrap();
     clock.advance(59_000);
     assert!(
-        node.apply(with_key(add("c", "a", 1), "k", 7), false)
+        node.apply(with_key(add("c", "a", 1), "k", 7), Durability::Process)
             .unwrap()
             .replayed
     );
@@ -259,7 +293,7 @@ fn idempotency_records_expire_after_the_ttl() {
     clock.advance(1_000);
     // Expired: the same key is a new request now.
     let r = node
-        .apply(with_key(add("c", "a", 1), "k", 7), false)
+        .apply(with_key(add("c", "a", 1), "k", 7), Durability::Process)
         .unwrap();
     assert!(!r.replayed);
     assert_eq!(lines(&node, "c"), vec![l("a", 2)]);
@@ -277,12 +311,16 @@ fn a_batch_is_one_atomic_storage_write() {
         vec![
             add("c1", "a", 1),
             add("c1", "a", 2),
-            add("bad id", "a", 1),
+            req("empty", Op::Checkout),
             add("c2", "b", 3),
         ],
-        false,
+        Durability::Process,
     );
-    assert!(out[2].is_err());
+    assert!(
+        matches!(out[2], Err(NodeError::EmptyCart(_))),
+        "{:?}",
+        out[2]
+    );
     assert_eq!(s.unsynced_writes(), 1, "one batch for the whole group");
     assert_eq!(
         lines(&node, "c1"),
@@ -298,7 +336,7 @@ fn a_batch_is_one_atomic_storage_write() {
     s.scan(Cf::Log, &[], &mut |k, v| {
         seqs.push(codec::decode_u64("seq", k).unwrap());
         let d = decode_delta_checked(v).unwrap();
-        meridian_cart_store::cart::Lattice::merge(
+        meridian_cart_store_core::cart::Lattice::merge(
             replay.entry(d.cart.clone()).or_default(),
             &d.delta,
         );
@@ -314,8 +352,8 @@ fn a_batch_is_one_atomic_storage_write() {
 fn a_crash_loses_exactly_the_unsynced_writes() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
-    node.apply(add("c", "a", 1), true).unwrap();
-    node.apply(add("c", "b", 1), false).unwrap();
+    node.apply(add("c", "a", 1), Durability::Fsync).unwrap();
+    node.apply(add("c", "b", 1), Durability::Process).unwrap();
     // A process crash keeps the unsynced write (it reached the OS)...
     let node2 = open(&s.reopen(), &clock);
     assert_eq!(lines(&node2, "c"), vec![l("a", 1), l("b", 1)]);
@@ -324,7 +362,7 @@ fn a_crash_loses_exactly_the_unsynced_writes() {
     let mut node3 = open(&s.crash(), &clock);
     assert_eq!(lines(&node3, "c"), vec![l("a", 1)]);
     assert_eq!(node3.last_seq(), 1);
-    node3.apply(add("c", "z", 1), true).unwrap();
+    node3.apply(add("c", "z", 1), Durability::Fsync).unwrap();
     assert_eq!(node3.last_seq(), 2);
 }
 
@@ -332,7 +370,7 @@ fn a_crash_loses_exactly_the_unsynced_writes() {
 fn the_hlc_resumes_above_the_persisted_bound() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
-    node.apply(add("c", "a", 1), true).unwrap();
+    node.apply(add("c", "a", 1), Durability::Fsync).unwrap();
     let issued = node.hlc().last();
     // The wall clock steps back 300 ms (within max offset) across the restart.
     clock.set(T0 - 300);
@@ -344,7 +382,7 @@ fn the_hlc_resumes_above_the_persisted_bound() {
 fn startup_refuses_a_bound_too_far_ahead_unless_overridden() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
-    node.apply(add("c", "a", 1), true).unwrap();
+    node.apply(add("c", "a", 1), Durability::Fsync).unwrap();
     clock.set(T0 - 3_600_000);
     let e = Node::open(s.clone(), clock.clone(), cfg()).unwrap_err();
     assert!(matches!(e, OpenError::Clock(_)), "{e}");
@@ -381,7 +419,7 @@ fn a_store_of_another_format_version_is_refused() {
     open(&s, &clock);
     let mut b = Batch::new();
     b.put(Cf::Meta, codec::META_FORMAT, vec![9]);
-    s.write(&b, true).unwrap();
+    s.write(&b, Durability::Fsync).unwrap();
     let e = Node::open(s, clock, cfg()).unwrap_err();
     assert!(matches!(e, OpenError::FormatVersion { .. }), "{e}");
 }
@@ -390,8 +428,9 @@ fn a_store_of_another_format_version_is_refused() {
 fn a_corrupt_cart_is_an_error_for_that_cart_only() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
-    node.apply(add("good", "a", 1), false).unwrap();
-    node.apply(add("bad", "a", 1), false).unwrap();
+    node.apply(add("good", "a", 1), Durability::Process)
+        .unwrap();
+    node.apply(add("bad", "a", 1), Durability::Process).unwrap();
     let mut bytes = s.get(Cf::Carts, b"bad").unwrap().unwrap();
     let last = bytes.len() - 1;
     bytes[1] ^= 0xff;
@@ -399,14 +438,17 @@ fn a_corrupt_cart_is_an_error_for_that_cart_only() {
     bytes.truncate(last - 1);
     let mut b = Batch::new();
     b.put(Cf::Carts, b"bad".to_vec(), bytes);
-    s.write(&b, false).unwrap();
+    s.write(&b, Durability::Process).unwrap();
     let e = node.read("bad").unwrap_err();
     assert!(matches!(e, NodeError::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("\"bad\""), "{e}");
-    let e = node.apply(add("bad", "b", 1), false).unwrap_err();
+    let e = node
+        .apply(add("bad", "b", 1), Durability::Process)
+        .unwrap_err();
     assert!(matches!(e, NodeError::Corrupt { .. }), "{e}");
     assert_eq!(lines(&node, "good"), vec![l("a", 1)]);
-    node.apply(add("good", "b", 1), false).unwrap();
+    node.apply(add("good", "b", 1), Durability::Process)
+        .unwrap();
 }
 
 #[test]
@@ -416,11 +458,14 @@ fn the_idempotency_sweep_is_bounded_and_resumes() {
     config.idempotency_ttl = Duration::from_secs(1);
     let mut node = Node::open(s.clone(), clock.clone(), config).unwrap();
     for i in 0..5 {
-        node.apply(with_key(add("c", "a", 1), &format!("k{i}"), 1), false)
-            .unwrap();
+        node.apply(
+            with_key(add("c", "a", 1), &format!("k{i}"), 1),
+            Durability::Process,
+        )
+        .unwrap();
     }
     clock.advance(2_000);
-    node.apply(with_key(add("c", "a", 1), "fresh", 1), false)
+    node.apply(with_key(add("c", "a", 1), "fresh", 1), Durability::Process)
         .unwrap();
     let mut deleted = vec![];
     for _ in 0..4 {
@@ -439,28 +484,24 @@ struct FailingStorage {
 }
 
 impl Storage for FailingStorage {
-    fn get(
-        &self,
-        cf: Cf,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, meridian_cart_store::StorageError> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.inner.get(cf, key)
     }
-    fn write(&self, b: &Batch, sync: bool) -> Result<(), meridian_cart_store::StorageError> {
+    fn write(&self, b: &Batch, durability: Durability) -> Result<(), StorageError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(meridian_cart_store::StorageError("no space left".into()));
+            return Err(StorageError::new(StorageErrorKind::Io, "no space left"));
         }
-        self.inner.write(b, sync)
+        self.inner.write(b, durability)
     }
     fn scan(
         &self,
         cf: Cf,
         start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), meridian_cart_store::StorageError> {
+    ) -> Result<(), StorageError> {
         self.inner.scan(cf, start, f)
     }
-    fn sync(&self) -> Result<(), meridian_cart_store::StorageError> {
+    fn sync(&self) -> Result<(), StorageError> {
         self.inner.sync()
     }
 }
@@ -470,9 +511,12 @@ fn a_failed_commit_fails_every_write_of_the_batch_and_changes_nothing() {
     let s = FailingStorage::default();
     let clock = ManualClock::new(T0);
     let mut node = Node::open(s.clone(), clock, cfg()).unwrap();
-    node.apply(add("c", "a", 1), true).unwrap();
-    node.apply(with_key(add("c", "old", 1), "old-key", 1), true)
-        .unwrap();
+    node.apply(add("c", "a", 1), Durability::Fsync).unwrap();
+    node.apply(
+        with_key(add("c", "old", 1), "old-key", 1),
+        Durability::Fsync,
+    )
+    .unwrap();
     s.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     let out = node.apply_batch(
         vec![
@@ -481,18 +525,16 @@ fn a_failed_commit_fails_every_write_of_the_batch_and_changes_nothing() {
             with_key(add("c", "a", 1), "k", 1),
             // A replay of a committed write still answers.
             with_key(add("c", "old", 1), "old-key", 1),
-            add("bad id", "a", 1),
         ],
-        true,
+        Durability::Fsync,
     );
     assert!(matches!(out[0], Err(NodeError::Storage(_))), "{:?}", out[0]);
     assert!(matches!(out[1], Err(NodeError::Storage(_))), "{:?}", out[1]);
     assert!(out[2].as_ref().unwrap().replayed);
-    assert!(matches!(out[3], Err(NodeError::InvalidId(_))));
     assert_eq!(node.last_seq(), 2);
     s.fail.store(false, std::sync::atomic::Ordering::SeqCst);
     let r = node
-        .apply(with_key(add("c", "a", 1), "k", 1), true)
+        .apply(with_key(add("c", "a", 1), "k", 1), Durability::Fsync)
         .unwrap();
     assert!(!r.replayed, "the failed write left no idempotency record");
     assert_eq!(lines(&node, "c"), vec![l("a", 2), l("old", 1)]);
@@ -504,26 +546,26 @@ fn the_delta_log_reads_back_in_order_from_any_position() {
     let (s, clock) = (MemStorage::new(), ManualClock::new(T0));
     let mut node = open(&s, &clock);
     for i in 0..10u64 {
-        node.apply(add(&format!("c{}", i % 3), "a", 1), false)
+        node.apply(add(&format!("c{}", i % 3), "a", 1), Durability::Process)
             .unwrap();
     }
-    let all = meridian_cart_store::read_log(&s, 0, 100).unwrap();
+    let all = meridian_cart_store_core::read_log(&s, 0, 100).unwrap();
     assert_eq!(
         all.iter().map(|e| e.0).collect::<Vec<_>>(),
         (1..=10).collect::<Vec<_>>()
     );
     assert!(all.windows(2).all(|w| w[0].1.hlc < w[1].1.hlc), "HLC order");
-    let page = meridian_cart_store::read_log(&s, 4, 3).unwrap();
+    let page = meridian_cart_store_core::read_log(&s, 4, 3).unwrap();
     assert_eq!(page.iter().map(|e| e.0).collect::<Vec<_>>(), vec![4, 5, 6]);
     assert_eq!(page[0].1.cart, "c0");
-    assert!(meridian_cart_store::read_log(&s, 11, 10)
+    assert!(meridian_cart_store_core::read_log(&s, 11, 10)
         .unwrap()
         .is_empty());
     // A corrupt entry is an error, not a panic or a silent skip.
     let mut b = Batch::new();
     b.put(Cf::Log, codec::encode_u64(5).to_vec(), vec![1, 2, 3]);
-    s.write(&b, false).unwrap();
-    let e = meridian_cart_store::read_log(&s, 0, 100).unwrap_err();
+    s.write(&b, Durability::Process).unwrap();
+    let e = meridian_cart_store_core::read_log(&s, 0, 100).unwrap_err();
     assert!(matches!(e, NodeError::CorruptLog { .. }), "{e}");
     assert!(
         e.to_string().contains("[00, 00, 00, 00, 00, 00, 00, 05]"),
@@ -539,7 +581,7 @@ fn a_cart_that_would_outgrow_cart_bytes_max_is_refused_and_a_set_compacts_it() {
     let mut node = Node::open(s, clock, config).unwrap();
     let mut accepted = 0;
     let err = loop {
-        match node.apply(add("c", "a", 1), false) {
+        match node.apply(add("c", "a", 1), Durability::Process) {
             Ok(_) => accepted += 1,
             Err(e) => break e,
         }
@@ -555,17 +597,8 @@ fn a_cart_that_would_outgrow_cart_bytes_max_is_refused_and_a_set_compacts_it() {
         vec![l("a", accepted)],
         "the refused add left no trace"
     );
-    node.apply(
-        req(
-            "c",
-            Op::Set {
-                sku: "a".into(),
-                quantity: u64::from(accepted),
-            },
-        ),
-        false,
-    )
-    .unwrap();
-    node.apply(add("c", "a", 1), false).unwrap();
+    node.apply(set("c", "a", u64::from(accepted)), Durability::Process)
+        .unwrap();
+    node.apply(add("c", "a", 1), Durability::Process).unwrap();
     assert_eq!(lines(&node, "c"), vec![l("a", accepted + 1)]);
 }

@@ -1,14 +1,12 @@
-//! [`Storage`]: the key-value store under a node, with [`RocksStorage`] for production and
-//! [`MemStorage`] (which models crashes) for tests and simulation.
+//! [`Storage`]: the key-value store under a node. Production uses RocksDB (`RocksStorage`
+//! in `meridian-cart-store`); [`MemStorage`] models crashes for tests and simulation.
 //!
 //! A store has four column families ([`Cf`]). A local write is one [`Batch`] written
 //! atomically by [`Storage::write`]: either all of it is visible after a crash, or none.
 
 mod mem;
-mod rocks;
 
 pub use mem::MemStorage;
-pub use rocks::RocksStorage;
 
 /// A column family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,14 +36,12 @@ impl Cf {
     }
 }
 
-/// One put or delete.
+/// One put (`value` is `Some`) or delete (`None`) of `key` in column family `cf`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct BatchOp {
-    /// Where.
     pub cf: Cf,
-    /// The key.
     pub key: Vec<u8>,
-    /// The new value, or `None` to delete.
     pub value: Option<Vec<u8>>,
 }
 
@@ -95,19 +91,71 @@ impl Batch {
     }
 }
 
+/// How a write is made durable before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The write-ahead log is written (not fsynced) before the ack: survives `kill -9`,
+    /// not a power failure.
+    #[default]
+    Process,
+    /// The write is fsynced before the ack (group commit: a batch shares one fsync);
+    /// survives power loss.
+    Fsync,
+}
+
+/// What kind of storage failure happened: replication retries a transient one and stops
+/// on corruption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// An I/O error (disk full, permission, device error): may pass.
+    Io,
+    /// The engine is busy, timed out or was asked to retry: try again.
+    Busy,
+    /// Stored data failed the engine's own checks.
+    Corruption,
+    /// The store could not be opened or is misconfigured (a missing column family).
+    Open,
+    /// Anything else the engine reports.
+    Other,
+}
+
 /// A storage engine failed; the message is the engine's.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StorageError(pub String);
+#[error("storage: {message}")]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    message: String,
+}
+
+impl StorageError {
+    /// An error of `kind` with the engine's `message`.
+    pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
+        StorageError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// `true` if retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, StorageErrorKind::Io | StorageErrorKind::Busy)
+    }
+}
 
 /// An ordered key-value store with column families and atomic batches.
 pub trait Storage: Send + Sync + 'static {
     /// The value at `key`, if any.
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// Applies `batch` atomically. With `sync`, it is durable against power loss when this
-    /// returns; without, it survives a crash of the process but not of the machine.
-    fn write(&self, batch: &Batch, sync: bool) -> Result<(), StorageError>;
+    /// Applies `batch` atomically, as durable as `durability` says when this returns.
+    fn write(&self, batch: &Batch, durability: Durability) -> Result<(), StorageError>;
 
     /// Calls `f(key, value)` for each entry with `key >= start`, in key order, until `f`
     /// returns `false`.
@@ -126,8 +174,8 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).get(cf, key)
     }
-    fn write(&self, batch: &Batch, sync: bool) -> Result<(), StorageError> {
-        (**self).write(batch, sync)
+    fn write(&self, batch: &Batch, durability: Durability) -> Result<(), StorageError> {
+        (**self).write(batch, durability)
     }
     fn scan(
         &self,
@@ -152,26 +200,28 @@ pub fn count(s: &dyn Storage, cf: Cf) -> Result<u64, StorageError> {
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
+/// The contract every [`Storage`] implementation meets, as a test an implementation's own
+/// tests call: column families are separate, batches apply in order, scans are ordered and
+/// stop when asked, deletes delete.
+pub mod contract {
     use super::*;
 
     /// The contract every implementation meets.
-    pub(crate) fn check_contract(s: &dyn Storage) {
+    pub fn check_contract(s: &dyn Storage) {
         assert_eq!(s.get(Cf::Carts, b"a").unwrap(), None);
         let mut b = Batch::new();
         b.put(Cf::Carts, b"b".to_vec(), b"2".to_vec());
         b.put(Cf::Carts, b"a".to_vec(), b"1".to_vec());
         b.put(Cf::Log, 1u64.to_be_bytes(), b"d1".to_vec());
         b.put(Cf::Meta, b"k".to_vec(), b"v".to_vec());
-        s.write(&b, false).unwrap();
+        s.write(&b, Durability::Process).unwrap();
         assert_eq!(s.get(Cf::Carts, b"a").unwrap(), Some(b"1".to_vec()));
         // Column families are separate namespaces.
         assert_eq!(s.get(Cf::Idempotency, b"a").unwrap(), None);
         let mut b = Batch::new();
         b.delete(Cf::Carts, b"b".to_vec());
         b.put(Cf::Carts, b"c".to_vec(), b"3".to_vec());
-        s.write(&b, true).unwrap();
+        s.write(&b, Durability::Fsync).unwrap();
         let mut seen = vec![];
         s.scan(Cf::Carts, b"", &mut |k, v| {
             seen.push((k.to_vec(), v.to_vec()));
@@ -195,28 +245,14 @@ mod tests {
         assert_eq!(count(s, Cf::Log).unwrap(), 1);
         s.sync().unwrap();
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn mem_storage_meets_the_contract() {
-        check_contract(&MemStorage::new());
-    }
-
-    #[test]
-    fn rocks_storage_meets_the_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        check_contract(&RocksStorage::open(dir.path()).unwrap());
-    }
-
-    #[test]
-    fn rocks_storage_persists_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = RocksStorage::open(dir.path()).unwrap();
-            let mut b = Batch::new();
-            b.put(Cf::Idempotency, b"k".to_vec(), b"v".to_vec());
-            s.write(&b, false).unwrap();
-        }
-        let s = RocksStorage::open(dir.path()).unwrap();
-        assert_eq!(s.get(Cf::Idempotency, b"k").unwrap(), Some(b"v".to_vec()));
+        contract::check_contract(&MemStorage::new());
     }
 }

@@ -1,13 +1,15 @@
 //! [`RocksStorage`]: the production [`Storage`], on RocksDB.
 
-use super::{Batch, Cf, Storage, StorageError};
+use meridian_cart_store_core::storage::{
+    Batch, Cf, Durability, Storage, StorageError, StorageErrorKind,
+};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 use std::path::Path;
 
 /// RocksDB with one column family per [`Cf`], opened with `open_cf_descriptors`.
 ///
-/// `write(_, false)` appends to the WAL without fsync (survives `kill -9`);
-/// `write(_, true)` fsyncs the WAL before returning. Compression is off (the crate is built
+/// `write(_, Durability::Process)` appends to the WAL without fsync (survives `kill -9`);
+/// `write(_, Durability::Fsync)` fsyncs the WAL before returning. Compression is off (the crate is built
 /// without compression libraries); cart states are small.
 pub struct RocksStorage {
     db: DB,
@@ -22,7 +24,17 @@ impl std::fmt::Debug for RocksStorage {
 }
 
 fn err(e: rocksdb::Error) -> StorageError {
-    StorageError(e.into_string())
+    use rocksdb::ErrorKind as K;
+    let kind = match e.kind() {
+        K::IOError => StorageErrorKind::Io,
+        K::Busy | K::TimedOut | K::TryAgain | K::Incomplete | K::ShutdownInProgress => {
+            StorageErrorKind::Busy
+        }
+        K::Corruption => StorageErrorKind::Corruption,
+        K::InvalidArgument | K::NotSupported => StorageErrorKind::Open,
+        _ => StorageErrorKind::Other,
+    };
+    StorageError::new(kind, e.into_string())
 }
 
 impl RocksStorage {
@@ -38,19 +50,31 @@ impl RocksStorage {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
-            StorageError(format!(
-                "cannot open RocksDB in {}: {}",
-                dir.display(),
-                e.into_string()
-            ))
+            let kind = err(e.clone()).kind();
+            let kind = if kind == StorageErrorKind::Other {
+                StorageErrorKind::Open
+            } else {
+                kind
+            };
+            StorageError::new(
+                kind,
+                format!(
+                    "cannot open RocksDB in {}: {}",
+                    dir.display(),
+                    e.into_string()
+                ),
+            )
         })?;
         Ok(RocksStorage { db })
     }
 
     fn handle(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.db
-            .cf_handle(cf.name())
-            .ok_or_else(|| StorageError(format!("column family {} is missing", cf.name())))
+        self.db.cf_handle(cf.name()).ok_or_else(|| {
+            StorageError::new(
+                StorageErrorKind::Open,
+                format!("column family {} is missing", cf.name()),
+            )
+        })
     }
 }
 
@@ -59,7 +83,7 @@ impl Storage for RocksStorage {
         self.db.get_cf(self.handle(cf)?, key).map_err(err)
     }
 
-    fn write(&self, batch: &Batch, sync: bool) -> Result<(), StorageError> {
+    fn write(&self, batch: &Batch, durability: Durability) -> Result<(), StorageError> {
         let mut wb = rocksdb::WriteBatch::default();
         for op in batch.ops() {
             let h = self.handle(op.cf)?;
@@ -69,7 +93,7 @@ impl Storage for RocksStorage {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
+        wo.set_sync(durability == Durability::Fsync);
         self.db.write_opt(wb, &wo).map_err(err)
     }
 
@@ -94,5 +118,30 @@ impl Storage for RocksStorage {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_cart_store_core::storage::contract::check_contract;
+
+    #[test]
+    fn rocks_storage_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        check_contract(&RocksStorage::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn rocks_storage_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RocksStorage::open(dir.path()).unwrap();
+            let mut b = Batch::new();
+            b.put(Cf::Idempotency, b"k".to_vec(), b"v".to_vec());
+            s.write(&b, Durability::Process).unwrap();
+        }
+        let s = RocksStorage::open(dir.path()).unwrap();
+        assert_eq!(s.get(Cf::Idempotency, b"k").unwrap(), Some(b"v".to_vec()));
     }
 }

@@ -1,4 +1,4 @@
-//! [`run_load`]: the load generator behind `cart-store load`.
+//! [`run_load`]: the load generator behind `cart-load` (and `cargo xtask bench-node`).
 //!
 //! `concurrency` clients, each one sequential HTTP/1.1 keep-alive connection's worth of
 //! requests, pick an operation from the mix and a cart uniformly from `carts`, for
@@ -11,11 +11,12 @@
 //! `HINCRBY cart:<id> <sku> 1`, set = `HSET`, remove = `HDEL`, read = `HGETALL`, checkout =
 //! `HGETALL` then `DEL` (an empty cart counts as an expected refusal, like the node's 409).
 
-use axum::body::Bytes;
-use axum::http::{Method, Request};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use meridian_testkit::SplitMix64;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -367,15 +368,6 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
-/// SplitMix64: a tiny seeded generator, enough to pick operations.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Runs the load and returns the summary. The first error, if any, is printed to stderr
 /// with the error count.
 pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
@@ -433,7 +425,8 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
         let cfg = config.clone();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng = cfg.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut rng =
+                SplitMix64::new(cfg.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut res = ClientResult {
                 hist: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static bounds"),
                 errors: 0,
@@ -441,9 +434,9 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
                 first_error: None,
             };
             while Instant::now() < deadline {
-                let kind = cfg.mix.pick(splitmix(&mut rng));
-                let cart = splitmix(&mut rng) % cfg.carts;
-                let sku = splitmix(&mut rng) % cfg.skus;
+                let kind = cfg.mix.pick(rng.next_u64());
+                let cart = rng.below(cfg.carts);
+                let sku = rng.below(cfg.skus);
                 let t = Instant::now();
                 let outcome = match conn.issue(kind, cart, sku).await {
                     Ok(Outcome::Ok) => Ok(()),
@@ -518,9 +511,9 @@ mod tests {
         let m: Mix = "add=70,read=20,remove=10".parse().unwrap();
         assert_eq!(m, Mix::default());
         let mut counts = [0u32; 5];
-        let mut rng = 7;
+        let mut rng = SplitMix64::new(7);
         for _ in 0..10_000 {
-            let k = m.pick(splitmix(&mut rng));
+            let k = m.pick(rng.next_u64());
             counts[k as usize] += 1;
         }
         assert!((6_500..7_500).contains(&counts[0]), "{counts:?}");

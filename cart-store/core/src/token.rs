@@ -56,41 +56,91 @@ impl fmt::Display for CausalToken {
 }
 
 /// Why a `Causal-Token` was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenErrorKind {
+    /// Longer than [`TOKEN_BYTES_MAX`] or more than [`TOKEN_ENTRIES_MAX`] entries.
+    TooLong,
+    /// No `v1:` prefix: another version, or not a token.
+    Version,
+    /// An entry is not `node=seq` in decimal, or nodes are not strictly increasing.
+    Syntax,
+}
+
+/// A `Causal-Token` that was refused; the message says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid Causal-Token: {0} (expected the `token` of an earlier response, like v1:1=42)")]
-pub struct TokenError(String);
+#[error(
+    "invalid Causal-Token: {message} (expected the `token` of an earlier response, like v1:1=42)"
+)]
+pub struct TokenError {
+    kind: TokenErrorKind,
+    message: String,
+}
+
+impl TokenError {
+    fn new(kind: TokenErrorKind, message: String) -> Self {
+        TokenError { kind, message }
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> TokenErrorKind {
+        self.kind
+    }
+}
 
 impl FromStr for CausalToken {
     type Err = TokenError;
 
     fn from_str(s: &str) -> Result<Self, TokenError> {
         if s.len() > TOKEN_BYTES_MAX {
-            return Err(TokenError(format!("{} bytes is too long", s.len())));
+            return Err(TokenError::new(
+                TokenErrorKind::TooLong,
+                format!("{} bytes is too long", s.len()),
+            ));
         }
-        let body = s
-            .strip_prefix("v1:")
-            .ok_or_else(|| TokenError("missing the version prefix `v1:`".into()))?;
+        let body = s.strip_prefix("v1:").ok_or_else(|| {
+            TokenError::new(
+                TokenErrorKind::Version,
+                "missing the version prefix `v1:`".into(),
+            )
+        })?;
         let mut entries = Vec::new();
         for part in body.split(',') {
-            let (n, q) = part
-                .split_once('=')
-                .ok_or_else(|| TokenError(format!("entry {part:?} is not node=seq")))?;
+            let (n, q) = part.split_once('=').ok_or_else(|| {
+                TokenError::new(
+                    TokenErrorKind::Syntax,
+                    format!("entry {part:?} is not node=seq"),
+                )
+            })?;
             let num = |x: &str| -> Result<u64, TokenError> {
                 if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(TokenError(format!("{x:?} is not a decimal integer")));
+                    return Err(TokenError::new(
+                        TokenErrorKind::Syntax,
+                        format!("{x:?} is not a decimal integer"),
+                    ));
                 }
-                x.parse()
-                    .map_err(|_| TokenError(format!("{x:?} does not fit in 64 bits")))
+                x.parse().map_err(|_| {
+                    TokenError::new(
+                        TokenErrorKind::Syntax,
+                        format!("{x:?} does not fit in 64 bits"),
+                    )
+                })
             };
             let (n, q) = (num(n)?, num(q)?);
             if let Some(&(last, _)) = entries.last() {
                 if n <= last {
-                    return Err(TokenError("nodes must be strictly increasing".into()));
+                    return Err(TokenError::new(
+                        TokenErrorKind::Syntax,
+                        "nodes must be strictly increasing".into(),
+                    ));
                 }
             }
             entries.push((n, q));
             if entries.len() > TOKEN_ENTRIES_MAX {
-                return Err(TokenError(format!("more than {TOKEN_ENTRIES_MAX} entries")));
+                return Err(TokenError::new(
+                    TokenErrorKind::TooLong,
+                    format!("more than {TOKEN_ENTRIES_MAX} entries"),
+                ));
             }
         }
         Ok(CausalToken { entries })

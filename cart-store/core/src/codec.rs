@@ -31,10 +31,38 @@ pub const META_HLC_BOUND: &[u8] = b"hlc_bound";
 /// Meta key: the last local sequence number used (big-endian `u64`).
 pub const META_SEQ: &[u8] = b"seq";
 
-/// A stored value that cannot be decoded.
+/// Why a stored value could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecErrorKind {
+    /// Written by another format version: a newer build, or not ours at all.
+    Version,
+    /// The bytes are not a value of the expected type (truncated, garbage, too long, or
+    /// trailing bytes).
+    Malformed,
+    /// The value decoded but failed validation (a cart state or delta that breaks the
+    /// crdt's invariants).
+    Invalid,
+}
+
+/// A stored value that cannot be decoded: corruption, not a transient failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CodecError(String);
+#[error("{message}")]
+pub struct CodecError {
+    kind: CodecErrorKind,
+    message: String,
+}
+
+impl CodecError {
+    fn new(kind: CodecErrorKind, message: String) -> Self {
+        CodecError { kind, message }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> CodecErrorKind {
+        self.kind
+    }
+}
 
 /// One entry of the outgoing delta log, keyed by the local sequence number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +79,7 @@ pub struct DeltaRecord {
 pub fn decode_delta_checked(bytes: &[u8]) -> Result<DeltaRecord, CodecError> {
     let d = decode_delta(bytes)?;
     meridian_crdt::wire::accept(d.delta.clone())
-        .map_err(|e| CodecError(format!("delta log entry: {e}")))?;
+        .map_err(|e| CodecError::new(CodecErrorKind::Invalid, format!("delta log entry: {e}")))?;
     Ok(d)
 }
 
@@ -76,22 +104,26 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, CodecError> {
-    let (&version, body) = bytes
-        .split_first()
-        .ok_or_else(|| CodecError(format!("{what}: empty value")))?;
+    let (&version, body) = bytes.split_first().ok_or_else(|| {
+        CodecError::new(CodecErrorKind::Malformed, format!("{what}: empty value"))
+    })?;
     if version != FORMAT_VERSION {
-        return Err(CodecError(format!(
-            "{what}: format version {version}, this build reads {FORMAT_VERSION}"
-        )));
+        return Err(CodecError::new(
+            CodecErrorKind::Version,
+            format!("{what}: format version {version}, this build reads {FORMAT_VERSION}"),
+        ));
     }
     let config = bincode::config::standard().with_limit::<VALUE_BYTES_MAX>();
     let (v, used) = bincode::serde::decode_from_slice(body, config)
-        .map_err(|e| CodecError(format!("{what}: {e}")))?;
+        .map_err(|e| CodecError::new(CodecErrorKind::Malformed, format!("{what}: {e}")))?;
     if used != body.len() {
-        return Err(CodecError(format!(
-            "{what}: {} trailing bytes after the value",
-            body.len() - used
-        )));
+        return Err(CodecError::new(
+            CodecErrorKind::Malformed,
+            format!(
+                "{what}: {} trailing bytes after the value",
+                body.len() - used
+            ),
+        ));
     }
     Ok(v)
 }
@@ -104,7 +136,8 @@ pub fn encode_cart(cart: &Cart) -> Vec<u8> {
 /// Decodes a cart state.
 pub fn decode_cart(bytes: &[u8]) -> Result<Cart, CodecError> {
     let cart: Cart = decode("cart state", bytes)?;
-    meridian_crdt::wire::accept(cart).map_err(|e| CodecError(format!("cart state: {e}")))
+    meridian_crdt::wire::accept(cart)
+        .map_err(|e| CodecError::new(CodecErrorKind::Invalid, format!("cart state: {e}")))
 }
 
 /// Encodes a delta log entry.
@@ -134,9 +167,12 @@ pub fn encode_u64(v: u64) -> [u8; 8] {
 
 /// Reads [`encode_u64`].
 pub fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, CodecError> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| CodecError(format!("{what}: expected 8 bytes, found {}", bytes.len())))?;
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| {
+        CodecError::new(
+            CodecErrorKind::Malformed,
+            format!("{what}: expected 8 bytes, found {}", bytes.len()),
+        )
+    })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -159,10 +195,7 @@ pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
 mod tests {
     use super::*;
     use meridian_clocks::ReplicaId;
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use meridian_testkit::hex;
 
     #[test]
     fn golden_idempotency_record() {
@@ -209,16 +242,29 @@ mod tests {
         let mut cart = Cart::default();
         cart.add(ReplicaId(7), "sku-1", 3);
         let good = encode_cart(&cart);
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (vec![], "empty value"),
-            (vec![9, 0, 0], "format version 9"),
-            ([good.clone(), vec![0]].concat(), "trailing bytes"),
-            (good[..good.len() - 2].to_vec(), "cart state"),
-            (vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "cart state"),
+        use CodecErrorKind::*;
+        let cases: Vec<(Vec<u8>, CodecErrorKind, &str)> = vec![
+            (vec![], Malformed, "empty value"),
+            (vec![9, 0, 0], Version, "format version 9"),
+            (
+                [good.clone(), vec![0]].concat(),
+                Malformed,
+                "trailing bytes",
+            ),
+            (good[..good.len() - 2].to_vec(), Malformed, "cart state"),
+            (
+                vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                Malformed,
+                "cart state",
+            ),
         ];
-        for (bytes, want) in cases {
-            let err = decode_cart(&bytes).unwrap_err().to_string();
-            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        for (bytes, kind, want) in cases {
+            let err = decode_cart(&bytes).unwrap_err();
+            assert_eq!(err.kind(), kind, "{err}");
+            assert!(
+                err.to_string().contains(want),
+                "{err:?} should contain {want:?}"
+            );
         }
         assert!(decode_u64("seq", &[1, 2])
             .unwrap_err()

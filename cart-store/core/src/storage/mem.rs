@@ -1,6 +1,6 @@
 //! [`MemStorage`]: an in-memory store that models crashes.
 
-use super::{Batch, Cf, Storage, StorageError};
+use super::{Batch, Cf, Durability, Storage, StorageError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -34,23 +34,23 @@ fn apply(t: &mut Tables, b: &Batch) {
 ///
 /// It keeps what a reader sees apart from what is durable. [`crash`](Self::crash) models a
 /// power failure: it returns the store a restarted machine would find, holding only the
-/// writes that were synced (by `write(_, true)` or [`Storage::sync`]), in order. A
-/// `write(_, false)` survives a crash of the process (use [`reopen`](Self::reopen)), as
+/// writes that were synced (by `write(_, Durability::Fsync)` or [`Storage::sync`]), in order. A
+/// `write(_, Durability::Process)` survives a crash of the process (use [`reopen`](Self::reopen)), as
 /// RocksDB's unsynced WAL does.
 ///
 /// ```
-/// use meridian_cart_store::{Batch, Cf, MemStorage, Storage};
+/// use meridian_cart_store_core::{Batch, Cf, Durability, MemStorage, Storage};
 /// let s = MemStorage::new();
 /// let mut b = Batch::new();
 /// b.put(Cf::Carts, b"synced".to_vec(), b"1".to_vec());
-/// s.write(&b, true)?;
+/// s.write(&b, Durability::Fsync)?;
 /// let mut b = Batch::new();
 /// b.put(Cf::Carts, b"unsynced".to_vec(), b"2".to_vec());
-/// s.write(&b, false)?;
+/// s.write(&b, Durability::Process)?;
 /// let after = s.crash();
 /// assert!(after.get(Cf::Carts, b"synced")?.is_some());
 /// assert!(after.get(Cf::Carts, b"unsynced")?.is_none());
-/// # Ok::<(), meridian_cart_store::StorageError>(())
+/// # Ok::<(), meridian_cart_store_core::StorageError>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
@@ -100,11 +100,11 @@ impl Storage for MemStorage {
         Ok(inner.visible.get(&cf).and_then(|t| t.get(key)).cloned())
     }
 
-    fn write(&self, batch: &Batch, sync: bool) -> Result<(), StorageError> {
+    fn write(&self, batch: &Batch, durability: Durability) -> Result<(), StorageError> {
         let mut inner = self.inner.lock().expect("MemStorage lock");
         apply(&mut inner.visible, batch);
         inner.unsynced.push(batch.clone());
-        if sync {
+        if durability == Durability::Fsync {
             let pending = std::mem::take(&mut inner.unsynced);
             for b in &pending {
                 apply(&mut inner.durable, b);
@@ -157,14 +157,14 @@ mod tests {
     #[test]
     fn crash_keeps_synced_prefix_and_reopen_keeps_all() {
         let s = MemStorage::new();
-        let put = |k: &[u8], sync| {
+        let put = |k: &[u8], durability| {
             let mut b = Batch::new();
             b.put(Cf::Carts, k.to_vec(), b"v".to_vec());
-            s.write(&b, sync).unwrap();
+            s.write(&b, durability).unwrap();
         };
-        put(b"a", false);
-        put(b"b", true); // syncs a and b
-        put(b"c", false);
+        put(b"a", Durability::Process);
+        put(b"b", Durability::Fsync); // syncs a and b
+        put(b"c", Durability::Process);
         assert_eq!(s.unsynced_writes(), 1);
         let crashed = s.crash();
         assert!(crashed.get(Cf::Carts, b"a").unwrap().is_some());

@@ -1,0 +1,889 @@
+//! [`Node`]: the sans-IO write path of one region — apply validated requests to the cart,
+//! encode, and one atomic [`Batch`] per group of writes.
+//!
+//! The node owns no thread, socket or runtime. Physical time comes from its
+//! [`PhysicalClock`]; storage is any [`Storage`]. The HTTP server is a thin driver: it parses
+//! requests into [`WriteRequest`]s (whose fields are [validated types](crate::validate)),
+//! hands them to [`Node::apply_batch`] from one writer thread, renders the typed [`Answer`]s,
+//! and reads carts with [`read_cart`].
+
+use crate::cart::Cart;
+use crate::codec::{self, CodecError, DeltaRecord, IdempotencyRecord};
+use crate::storage::{self, Batch, Cf, Durability, Storage, StorageError};
+use crate::token::CausalToken;
+use crate::validate::{CartId, IdempotencyKey, Increment, InputError, Quantity, Sku, QUANTITY_MAX};
+use meridian_clocks::{ClockError, Hlc, HlcTimestamp, PhysicalClock, ReplicaId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Default for [`NodeConfig::cart_lines_max`].
+pub const CART_LINES_MAX_DEFAULT: usize = 1000;
+/// Default for [`NodeConfig::cart_bytes_max`]: 256 KiB.
+pub const CART_BYTES_MAX_DEFAULT: usize = 256 * 1024;
+/// Default for [`NodeConfig::idempotency_ttl`]: 24 hours.
+pub const IDEMPOTENCY_TTL_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+
+/// The node's settings (the write-path part of the binary's config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's replica id: it names every dot and log entry this node creates, so it is
+    /// never reused.
+    pub node_id: ReplicaId,
+    /// Most lines in one cart; an add or set of a new line past it is refused.
+    pub cart_lines_max: usize,
+    /// Largest encoded cart state in bytes; a write that would pass it is refused.
+    pub cart_bytes_max: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+    /// The HLC's max offset, also the restart bound check.
+    pub max_clock_offset: Duration,
+    /// Start even if the persisted HLC bound is further ahead than the max offset.
+    pub clock_bound_override: bool,
+}
+
+impl NodeConfig {
+    /// The defaults for `node_id`: the `*_DEFAULT` constants of this module and
+    /// [`meridian_clocks::DEFAULT_MAX_OFFSET`].
+    pub fn new(node_id: ReplicaId) -> Self {
+        NodeConfig {
+            node_id,
+            cart_lines_max: CART_LINES_MAX_DEFAULT,
+            cart_bytes_max: CART_BYTES_MAX_DEFAULT,
+            idempotency_ttl: IDEMPOTENCY_TTL_DEFAULT,
+            max_clock_offset: meridian_clocks::DEFAULT_MAX_OFFSET,
+            clock_bound_override: false,
+        }
+    }
+}
+
+/// A mutation of one cart. Its fields are validated types, so it cannot hold a bad value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Add `quantity` to line `sku` (creating it).
+    #[allow(missing_docs)]
+    Add { sku: Sku, quantity: Increment },
+    /// Set line `sku` to `quantity`; 0 removes the line.
+    #[allow(missing_docs)]
+    Set { sku: Sku, quantity: Quantity },
+    /// Remove line `sku`.
+    #[allow(missing_docs)]
+    Remove { sku: Sku },
+    /// Remove every line.
+    Clear,
+    /// Order exactly the observed lines and remove them.
+    Checkout,
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that carried it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The client's key, remembered for `idempotency_ttl`.
+    pub key: IdempotencyKey,
+    /// A hash of method, path and body ([`codec::fnv1a64`]): a retry must match it.
+    pub fingerprint: u64,
+}
+
+/// One write to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRequest {
+    /// The cart to change.
+    pub cart: CartId,
+    /// What to do.
+    pub op: Op,
+    /// The request's idempotency key, if it carried one.
+    pub idempotency: Option<Idempotency>,
+}
+
+impl WriteRequest {
+    /// A request without an idempotency key.
+    pub fn new(cart: CartId, op: Op) -> Self {
+        WriteRequest {
+            cart,
+            op,
+            idempotency: None,
+        }
+    }
+
+    /// `add(sku, quantity)` on `cart`, parsing each argument.
+    pub fn add(cart: &str, sku: &str, quantity: u64) -> Result<Self, InputError> {
+        let op = Op::Add {
+            sku: Sku::parse(sku)?,
+            quantity: Increment::new(quantity)?,
+        };
+        Ok(Self::new(CartId::parse(cart)?, op))
+    }
+
+    /// `set(sku, quantity)` on `cart`, parsing each argument.
+    pub fn set(cart: &str, sku: &str, quantity: u64) -> Result<Self, InputError> {
+        let op = Op::Set {
+            sku: Sku::parse(sku)?,
+            quantity: Quantity::new(quantity)?,
+        };
+        Ok(Self::new(CartId::parse(cart)?, op))
+    }
+
+    /// `remove(sku)` on `cart`, parsing each argument.
+    pub fn remove(cart: &str, sku: &str) -> Result<Self, InputError> {
+        let op = Op::Remove {
+            sku: Sku::parse(sku)?,
+        };
+        Ok(Self::new(CartId::parse(cart)?, op))
+    }
+
+    /// `clear()` or `checkout()` (any [`Op`] without arguments) on `cart`.
+    pub fn on(cart: &str, op: Op) -> Result<Self, InputError> {
+        Ok(Self::new(CartId::parse(cart)?, op))
+    }
+
+    /// The same request carrying an idempotency key.
+    pub fn with_idempotency(mut self, key: IdempotencyKey, fingerprint: u64) -> Self {
+        self.idempotency = Some(Idempotency { key, fingerprint });
+        self
+    }
+}
+
+/// A line of a cart, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LineView {
+    /// The line's sku.
+    pub sku: String,
+    /// Its quantity, at least 1 (a line at 0 is absent).
+    pub quantity: u32,
+}
+
+/// `GET /carts/{cart}` and the answer to every cart mutation but checkout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CartView {
+    /// The cart id.
+    pub cart: String,
+    /// Lines sorted by sku.
+    pub lines: Vec<LineView>,
+    /// The causal token of this answer (also in the `Causal-Token` header).
+    pub token: String,
+}
+
+/// The answer to a checkout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OrderView {
+    /// The order id, `order-<node>-<seq>`: unique across regions.
+    pub order: String,
+    /// The cart id.
+    pub cart: String,
+    /// Exactly the lines that were ordered.
+    pub lines: Vec<LineView>,
+    /// The causal token of this answer.
+    pub token: String,
+}
+
+/// The answer to a write: the cart after it, or the order a checkout placed. It serializes
+/// as the bare view (the API's JSON body), and that JSON is what an idempotency record
+/// keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// A checkout's order (tried first when decoding: only it has an `order` field).
+    Order(OrderView),
+    /// The cart after any other write.
+    Cart(CartView),
+}
+
+impl Answer {
+    /// The causal token of this answer.
+    pub fn token(&self) -> &str {
+        match self {
+            Answer::Order(o) => &o.token,
+            Answer::Cart(c) => &c.token,
+        }
+    }
+}
+
+/// A write's answer, and whether it is the stored answer to an earlier request with the
+/// same idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// What the client is told.
+    pub answer: Answer,
+    /// `true` when this replays the first answer to the same `Idempotency-Key`.
+    pub replayed: bool,
+}
+
+/// Why one write (or read) was refused. The message says what to change; the fields are
+/// what the message names.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum NodeError {
+    /// A cart id, sku or quantity was refused.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The cart has `cart_lines_max` lines already.
+    #[error("cart {cart:?} already has {max} lines, the maximum; remove a line first")]
+    CartFull { cart: CartId, max: usize },
+    /// An add would take the line past [`QUANTITY_MAX`].
+    #[error(
+        "line {sku:?} of cart {cart:?} holds {current}; adding {adding} would pass the maximum \
+         {max} (set the quantity instead)"
+    )]
+    LineFull {
+        cart: CartId,
+        sku: Sku,
+        current: u32,
+        adding: u32,
+        max: u32,
+    },
+    /// The cart's encoded state would exceed `cart_bytes_max`.
+    #[error(
+        "cart {cart:?} would take {bytes} bytes, more than the maximum {max}: every add is \
+         kept separately until a set, remove or clear of its line; set the line's quantity to \
+         compact it"
+    )]
+    CartTooLarge {
+        cart: CartId,
+        bytes: usize,
+        max: usize,
+    },
+    /// Checkout of a cart with no lines.
+    #[error("cart {0:?} is empty; there is nothing to check out")]
+    EmptyCart(CartId),
+    /// An idempotency key was reused for a different request.
+    #[error(
+        "Idempotency-Key {0:?} was already used for a different request; use a new key for a \
+         new request"
+    )]
+    IdempotencyMismatch(String),
+    /// A stored cart could not be decoded: corruption, confined to this cart.
+    #[error("stored data for cart {cart:?} is corrupt: {source}")]
+    Corrupt { cart: String, source: CodecError },
+    /// A delta log entry could not be decoded.
+    #[error("the delta log entry with key {key:02x?} is corrupt: {source}")]
+    CorruptLog { key: Vec<u8>, source: CodecError },
+    /// The storage engine failed (see [`StorageError::is_transient`]).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a node could not start on a data directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The data was written by an incompatible version.
+    #[error(
+        "data format version {found}, but this build reads version {}",
+        codec::FORMAT_VERSION
+    )]
+    FormatVersion {
+        /// The version found.
+        found: String,
+    },
+    /// The data directory belongs to another node.
+    #[error(
+        "the data directory belongs to node_id {found}, but the config says node_id {configured}; \
+         refusing to start (node ids are never reused: point data_dir at this node's own \
+         directory, or use a new empty one)"
+    )]
+    WrongNode {
+        /// The node id stored in the directory.
+        found: u64,
+        /// The node id configured.
+        configured: u64,
+    },
+    /// The persisted HLC bound is too far ahead of the clock.
+    #[error("{0} (config key: clock_bound_override = true)")]
+    Clock(#[from] ClockError),
+    /// A metadata value is corrupt.
+    #[error("metadata is corrupt: {0}")]
+    Corrupt(CodecError),
+}
+
+/// Reads a cart straight from storage (readers need not wait for the writer).
+pub fn read_cart(storage: &dyn Storage, cart: &CartId) -> Result<Cart, NodeError> {
+    match storage.get(Cf::Carts, cart.as_str().as_bytes())? {
+        None => Ok(Cart::default()),
+        Some(bytes) => codec::decode_cart(&bytes).map_err(|source| NodeError::Corrupt {
+            cart: cart.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Most delta log entries [`read_log`] returns at once.
+pub const LOG_READ_MAX: usize = 4096;
+
+/// Reads up to `limit` (at most [`LOG_READ_MAX`]) entries of the outgoing delta log with
+/// sequence number `>= from`, in order, validating each. This is what replication ships.
+pub fn read_log(
+    storage: &dyn Storage,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, DeltaRecord)>, NodeError> {
+    let limit = limit.min(LOG_READ_MAX);
+    let mut out = Vec::new();
+    let mut bad: Option<NodeError> = None;
+    if limit == 0 {
+        return Ok(out);
+    }
+    storage.scan(Cf::Log, &codec::encode_u64(from), &mut |k, v| {
+        let decoded = codec::decode_u64("delta log key", k)
+            .and_then(|seq| Ok((seq, codec::decode_delta_checked(v)?)));
+        match decoded {
+            Ok(entry) => out.push(entry),
+            Err(e) => {
+                bad = Some(NodeError::CorruptLog {
+                    key: k.to_vec(),
+                    source: e,
+                });
+                return false;
+            }
+        }
+        out.len() < limit
+    })?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The API view of a cart.
+pub fn cart_view(cart_id: &CartId, cart: &Cart, token: &CausalToken) -> CartView {
+    CartView {
+        cart: cart_id.to_string(),
+        lines: lines_view(cart),
+        token: token.to_string(),
+    }
+}
+
+fn lines_view(cart: &Cart) -> Vec<LineView> {
+    cart.lines()
+        .into_iter()
+        .map(|(sku, quantity)| LineView { sku, quantity })
+        .collect()
+}
+
+/// One region's write path. See the [module docs](self).
+#[derive(Debug)]
+pub struct Node<S: Storage, C: PhysicalClock> {
+    storage: S,
+    hlc: Hlc<C>,
+    config: NodeConfig,
+    last_seq: u64,
+    carts_stored: u64,
+    log_len: u64,
+    sweep_cursor: Vec<u8>,
+}
+
+/// The writes of one batch before they are committed.
+struct Pending {
+    /// Carts changed earlier in this batch, and whether each existed before it.
+    carts: HashMap<CartId, PendingCart>,
+    /// Idempotency records written earlier in this batch.
+    idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    batch: Batch,
+    seq: u64,
+    new_carts: u64,
+    log_entries: u64,
+}
+
+struct PendingCart {
+    cart: Cart,
+    existed: bool,
+}
+
+/// One request's outcome before commit.
+struct Staged {
+    applied: Applied,
+    /// The answer stands or falls with this batch's commit.
+    needs_commit: bool,
+}
+
+impl<S: Storage, C: PhysicalClock> Node<S, C> {
+    /// Opens a node on `storage`: checks the format version and node id, and resumes the
+    /// HLC from the persisted upper bound. A fresh store is claimed for this node id.
+    pub fn open(storage: S, clock: C, config: NodeConfig) -> Result<Self, OpenError> {
+        let format = storage.get(Cf::Meta, codec::META_FORMAT)?;
+        let node = storage.get(Cf::Meta, codec::META_NODE_ID)?;
+        match (&format, &node) {
+            (None, None) => {
+                let mut b = Batch::new();
+                b.put(Cf::Meta, codec::META_FORMAT, vec![codec::FORMAT_VERSION]);
+                b.put(
+                    Cf::Meta,
+                    codec::META_NODE_ID,
+                    codec::encode_u64(config.node_id.0).to_vec(),
+                );
+                storage.write(&b, Durability::Fsync)?;
+            }
+            (Some(f), Some(n)) => {
+                if f.as_slice() != [codec::FORMAT_VERSION] {
+                    return Err(OpenError::FormatVersion {
+                        found: format!("{f:?}"),
+                    });
+                }
+                let found = codec::decode_u64("node_id", n).map_err(OpenError::Corrupt)?;
+                if found != config.node_id.0 {
+                    return Err(OpenError::WrongNode {
+                        found,
+                        configured: config.node_id.0,
+                    });
+                }
+            }
+            _ => {
+                return Err(OpenError::FormatVersion {
+                    found: "only one of format_version and node_id is present".into(),
+                })
+            }
+        }
+        let meta_u64 = |key: &[u8], what: &str| -> Result<u64, OpenError> {
+            match storage.get(Cf::Meta, key)? {
+                None => Ok(0),
+                Some(v) => codec::decode_u64(what, &v).map_err(OpenError::Corrupt),
+            }
+        };
+        let bound = HlcTimestamp::from_u64(meta_u64(codec::META_HLC_BOUND, "hlc_bound")?);
+        let last_seq = meta_u64(codec::META_SEQ, "seq")?;
+        let hlc = if config.clock_bound_override {
+            Hlc::resume_past_bound_unchecked(clock, config.max_clock_offset, bound)
+        } else {
+            Hlc::resume(clock, config.max_clock_offset, bound)?
+        };
+        let carts_stored = storage::count(&storage, Cf::Carts)?;
+        let log_len = storage::count(&storage, Cf::Log)?;
+        Ok(Node {
+            storage,
+            hlc,
+            config,
+            last_seq,
+            carts_stored,
+            log_len,
+            sweep_cursor: Vec::new(),
+        })
+    }
+
+    /// The storage the node commits to (readers may read it directly).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The clock that stamps every write (its bound is persisted with each batch).
+    pub fn hlc(&self) -> &Hlc<C> {
+        &self.hlc
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The last local sequence number committed.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The causal token covering every committed local write.
+    pub fn token(&self) -> CausalToken {
+        CausalToken::single(self.config.node_id.0, self.last_seq)
+    }
+
+    /// Number of carts in storage.
+    pub fn carts_stored(&self) -> u64 {
+        self.carts_stored
+    }
+
+    /// Number of entries in the outgoing delta log.
+    pub fn log_len(&self) -> u64 {
+        self.log_len
+    }
+
+    /// Reads a cart.
+    pub fn read(&self, cart: &str) -> Result<CartView, NodeError> {
+        let cart = CartId::parse(cart)?;
+        let c = read_cart(&self.storage, &cart)?;
+        Ok(cart_view(&cart, &c, &self.token()))
+    }
+
+    /// Applies one write and commits it (see [`apply_batch`](Self::apply_batch)).
+    pub fn apply(
+        &mut self,
+        req: WriteRequest,
+        durability: Durability,
+    ) -> Result<Applied, NodeError> {
+        let mut out = self.apply_batch(vec![req], durability);
+        assert_eq!(out.len(), 1, "one answer per request");
+        out.remove(0)
+    }
+
+    /// Applies `reqs` in order and commits them as **one** storage batch (group commit):
+    /// every cart state, delta log entry and idempotency record, plus the HLC bound and
+    /// last sequence number, as durable as `durability` says before this returns.
+    ///
+    /// Returns one result per request, in order. If the commit fails, every request that
+    /// would have written gets the storage error, and nothing is applied. A write that
+    /// changes nothing (removing an absent line, clearing an empty cart) stores no cart and
+    /// no log entry; only its idempotency record, if it has a key.
+    pub fn apply_batch(
+        &mut self,
+        reqs: Vec<WriteRequest>,
+        durability: Durability,
+    ) -> Vec<Result<Applied, NodeError>> {
+        let now_ms = self.hlc.physical_clock().now_ms();
+        let mut p = Pending {
+            carts: HashMap::new(),
+            idempotency: HashMap::new(),
+            batch: Batch::new(),
+            seq: self.last_seq,
+            new_carts: 0,
+            log_entries: 0,
+        };
+        let mut results: Vec<Result<Staged, NodeError>> = reqs
+            .into_iter()
+            .map(|r| self.apply_one(r, now_ms, &mut p))
+            .collect();
+        if !p.batch.is_empty() {
+            p.batch.put(
+                Cf::Meta,
+                codec::META_HLC_BOUND,
+                codec::encode_u64(self.hlc.last().to_u64()).to_vec(),
+            );
+            p.batch
+                .put(Cf::Meta, codec::META_SEQ, codec::encode_u64(p.seq).to_vec());
+            match self.storage.write(&p.batch, durability) {
+                Ok(()) => {
+                    self.last_seq = p.seq;
+                    self.carts_stored += p.new_carts;
+                    self.log_len += p.log_entries;
+                }
+                Err(e) => {
+                    for r in &mut results {
+                        if matches!(r, Ok(s) if s.needs_commit) {
+                            *r = Err(NodeError::Storage(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.map(|s| s.applied)).collect()
+    }
+
+    /// Stages one request into `p`.
+    fn apply_one(
+        &self,
+        req: WriteRequest,
+        now_ms: u64,
+        p: &mut Pending,
+    ) -> Result<Staged, NodeError> {
+        if let Some(idem) = &req.idempotency {
+            if let Some(staged) = self.replay(idem, now_ms, p)? {
+                return Ok(staged);
+            }
+        }
+        let PendingCart { mut cart, existed } = self.load(&req.cart, p)?;
+        let seq = p.seq + 1;
+        let ts = self.hlc.now();
+        let token = CausalToken::single(self.config.node_id.0, seq);
+        let Some((delta, answer)) = self.mutate(&req, &mut cart, ts, seq, &token)? else {
+            return self.no_op(req, &cart, now_ms, p);
+        };
+        let encoded = codec::encode_cart(&cart);
+        if encoded.len() > self.config.cart_bytes_max {
+            return Err(NodeError::CartTooLarge {
+                cart: req.cart,
+                bytes: encoded.len(),
+                max: self.config.cart_bytes_max,
+            });
+        }
+        // Assert before writing: what we store decodes (and validates) to what we hold.
+        debug_assert_eq!(codec::decode_cart(&encoded).as_ref(), Ok(&cart));
+        p.batch
+            .put(Cf::Carts, req.cart.as_str().as_bytes(), encoded);
+        p.batch.put(
+            Cf::Log,
+            codec::encode_u64(seq).to_vec(),
+            codec::encode_delta(&DeltaRecord {
+                cart: req.cart.to_string(),
+                hlc: ts,
+                delta,
+            }),
+        );
+        if let Some(idem) = req.idempotency {
+            stage_idempotency(p, idem, now_ms, &answer);
+        }
+        if !existed {
+            p.new_carts += 1;
+        }
+        p.log_entries += 1;
+        p.seq = seq;
+        p.carts.insert(
+            req.cart,
+            PendingCart {
+                cart,
+                existed: true,
+            },
+        );
+        Ok(Staged {
+            applied: Applied {
+                answer,
+                replayed: false,
+            },
+            needs_commit: true,
+        })
+    }
+
+    /// The stored answer to an earlier request with this key, if there is one.
+    fn replay(
+        &self,
+        idem: &Idempotency,
+        now_ms: u64,
+        p: &Pending,
+    ) -> Result<Option<Staged>, NodeError> {
+        let Some(rec) = self.lookup_idempotency(&idem.key, now_ms, p)? else {
+            return Ok(None);
+        };
+        if rec.fingerprint != idem.fingerprint {
+            return Err(NodeError::IdempotencyMismatch(idem.key.as_str().to_owned()));
+        }
+        // A record whose answer no longer decodes is treated as absent, like a corrupt one.
+        let Ok(answer) = serde_json::from_slice::<Answer>(&rec.body) else {
+            return Ok(None);
+        };
+        Ok(Some(Staged {
+            applied: Applied {
+                answer,
+                replayed: true,
+            },
+            // A replay of a write earlier in this batch stands or falls with it.
+            needs_commit: p.idempotency.contains_key(&idem.key),
+        }))
+    }
+
+    /// The cart as this batch has left it so far, and whether it existed before.
+    fn load(&self, id: &CartId, p: &Pending) -> Result<PendingCart, NodeError> {
+        if let Some(pc) = p.carts.get(id) {
+            return Ok(PendingCart {
+                cart: pc.cart.clone(),
+                existed: pc.existed,
+            });
+        }
+        let stored = self.storage.get(Cf::Carts, id.as_str().as_bytes())?;
+        let Some(bytes) = stored else {
+            return Ok(PendingCart {
+                cart: Cart::default(),
+                existed: false,
+            });
+        };
+        let cart = codec::decode_cart(&bytes).map_err(|source| NodeError::Corrupt {
+            cart: id.to_string(),
+            source,
+        })?;
+        Ok(PendingCart {
+            cart,
+            existed: true,
+        })
+    }
+
+    /// Applies the operation to `cart`: its delta and answer, or `None` if it changes
+    /// nothing. Refuses what the limits forbid before touching the cart.
+    fn mutate(
+        &self,
+        req: &WriteRequest,
+        cart: &mut Cart,
+        ts: HlcTimestamp,
+        seq: u64,
+        token: &CausalToken,
+    ) -> Result<Option<(Cart, Answer)>, NodeError> {
+        let r = self.config.node_id;
+        let delta = match &req.op {
+            Op::Add { sku, quantity } => {
+                self.check_room(&req.cart, cart, sku)?;
+                let current = cart.quantity(sku.as_str());
+                if current.saturating_add(quantity.get()) > QUANTITY_MAX {
+                    return Err(NodeError::LineFull {
+                        cart: req.cart.clone(),
+                        sku: sku.clone(),
+                        current,
+                        adding: quantity.get(),
+                        max: QUANTITY_MAX,
+                    });
+                }
+                cart.add(r, sku.as_str(), quantity.get())
+            }
+            Op::Set { sku, quantity } => {
+                if quantity.get() > 0 {
+                    self.check_room(&req.cart, cart, sku)?;
+                }
+                cart.set(r, ts, sku.as_str(), quantity.get())
+            }
+            Op::Remove { sku } => cart.remove(sku.as_str()),
+            Op::Clear => cart.clear(),
+            Op::Checkout => return self.checkout(req, cart, seq, token).map(Some),
+        };
+        if is_no_op(&delta) {
+            return Ok(None);
+        }
+        let answer = Answer::Cart(cart_view(&req.cart, cart, token));
+        Ok(Some((delta, answer)))
+    }
+
+    fn checkout(
+        &self,
+        req: &WriteRequest,
+        cart: &mut Cart,
+        seq: u64,
+        token: &CausalToken,
+    ) -> Result<(Cart, Answer), NodeError> {
+        let snapshot = cart.snapshot();
+        if snapshot.is_empty() {
+            return Err(NodeError::EmptyCart(req.cart.clone()));
+        }
+        let lines = snapshot
+            .lines()
+            .iter()
+            .map(|(sku, quantity)| LineView {
+                sku: sku.clone(),
+                quantity: *quantity,
+            })
+            .collect();
+        let delta = cart.checkout(&snapshot);
+        let order = OrderView {
+            order: format!("order-{}-{seq}", self.config.node_id.0),
+            cart: req.cart.to_string(),
+            lines,
+            token: token.to_string(),
+        };
+        Ok((delta, Answer::Order(order)))
+    }
+
+    /// A new line must fit under `cart_lines_max`.
+    fn check_room(&self, id: &CartId, cart: &Cart, sku: &Sku) -> Result<(), NodeError> {
+        let max = self.config.cart_lines_max;
+        if cart.quantity(sku.as_str()) == 0 && cart.len() >= max {
+            return Err(NodeError::CartFull {
+                cart: id.clone(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// A write that changes nothing commits nothing but its idempotency record (so that a
+    /// retry after a later change still replays this answer instead of acting anew).
+    fn no_op(
+        &self,
+        req: WriteRequest,
+        cart: &Cart,
+        now_ms: u64,
+        p: &mut Pending,
+    ) -> Result<Staged, NodeError> {
+        let token = CausalToken::single(self.config.node_id.0, p.seq);
+        let answer = Answer::Cart(cart_view(&req.cart, cart, &token));
+        let needs_commit = match req.idempotency {
+            Some(idem) => {
+                stage_idempotency(p, idem, now_ms, &answer);
+                true
+            }
+            None => false,
+        };
+        Ok(Staged {
+            applied: Applied {
+                answer,
+                replayed: false,
+            },
+            needs_commit,
+        })
+    }
+
+    fn lookup_idempotency(
+        &self,
+        key: &IdempotencyKey,
+        now_ms: u64,
+        p: &Pending,
+    ) -> Result<Option<IdempotencyRecord>, NodeError> {
+        let rec = match p.idempotency.get(key) {
+            Some(r) => r.clone(),
+            None => match self.storage.get(Cf::Idempotency, key.as_str().as_bytes())? {
+                None => return Ok(None),
+                // A corrupt record is treated as absent: the request is applied (a
+                // duplicate at worst), rather than refused forever.
+                Some(bytes) => match codec::decode_idempotency(&bytes) {
+                    Ok(r) => r,
+                    Err(_) => return Ok(None),
+                },
+            },
+        };
+        if self.expired(&rec, now_ms) {
+            return Ok(None);
+        }
+        Ok(Some(rec))
+    }
+
+    fn expired(&self, rec: &IdempotencyRecord, now_ms: u64) -> bool {
+        let ttl_ms = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+        rec.created_ms.saturating_add(ttl_ms) <= now_ms
+    }
+
+    /// Examines up to `limit` idempotency records, continuing where the previous call
+    /// stopped (wrapping around), and deletes the expired or undecodable ones. Returns how
+    /// many were deleted. The work per call is bounded, however many records exist.
+    pub fn sweep_idempotency(&mut self, limit: usize) -> Result<usize, StorageError> {
+        let now_ms = self.hlc.physical_clock().now_ms();
+        let mut doomed = Vec::new();
+        let mut examined = 0usize;
+        let mut last_key: Option<Vec<u8>> = None;
+        self.storage
+            .scan(Cf::Idempotency, &self.sweep_cursor, &mut |k, v| {
+                examined += 1;
+                let dead = codec::decode_idempotency(v).map_or(true, |r| self.expired(&r, now_ms));
+                if dead {
+                    doomed.push(k.to_vec());
+                }
+                last_key = Some(k.to_vec());
+                examined < limit
+            })?;
+        self.sweep_cursor = match last_key {
+            // Stopped at the limit: continue after the last key examined.
+            Some(mut k) if examined >= limit => {
+                k.push(0);
+                k
+            }
+            // Reached the end: start over next time.
+            _ => Vec::new(),
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut b = Batch::new();
+        for k in &doomed {
+            b.delete(Cf::Idempotency, k.clone());
+        }
+        self.storage.write(&b, Durability::Process)?;
+        Ok(doomed.len())
+    }
+}
+
+/// `true` iff `delta` changes no replica: no entry and nothing observed.
+fn is_no_op(delta: &Cart) -> bool {
+    delta.is_empty() && delta.context().is_empty()
+}
+
+fn stage_idempotency(p: &mut Pending, idem: Idempotency, now_ms: u64, answer: &Answer) {
+    let rec = IdempotencyRecord {
+        created_ms: now_ms,
+        fingerprint: idem.fingerprint,
+        status: 200,
+        body: serde_json::to_vec(answer).expect("API views serialize"),
+    };
+    p.batch.put(
+        Cf::Idempotency,
+        idem.key.as_str().as_bytes(),
+        codec::encode_idempotency(&rec),
+    );
+    p.idempotency.insert(idem.key, rec);
+}
