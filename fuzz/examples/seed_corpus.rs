@@ -6,6 +6,8 @@
 //! cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
 //! ```
 
+use meridian_cart_store_core::codec::{self, DeltaRecord, IdempotencyRecord};
+use meridian_cart_store_core::CausalToken;
 use meridian_fuzz::{encode, seeds};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,21 @@ fn write<T: Serialize>(dir: &Path, values: &[T]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Files `<prefix>-NN`, already encoded.
+fn write_raw(
+    dir: &Path,
+    prefix: &str,
+    values: impl IntoIterator<Item = Vec<u8>>,
+) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut n = 0;
+    for (i, bytes) in values.into_iter().enumerate() {
+        std::fs::write(dir.join(format!("{prefix}-{i:02}")), bytes)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn main() -> std::io::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let dir = |t: &str| root.join(t);
@@ -66,6 +83,48 @@ fn main() -> std::io::Result<()> {
     total += write(
         &dir("clocks_wire").join("lamport"),
         &seeds::lamport_timestamps(),
+    )?;
+    total += write_raw(
+        &dir("core_codec"),
+        "cart",
+        seeds::carts().iter().map(codec::encode_cart),
+    )?;
+    let deltas = seeds::carts()
+        .into_iter()
+        .zip(seeds::timestamps())
+        .map(|(delta, hlc)| {
+            codec::encode_delta(&DeltaRecord {
+                cart: "alice".into(),
+                hlc,
+                delta,
+            })
+        });
+    total += write_raw(&dir("core_codec"), "delta", deltas)?;
+    let records =
+        [(200, &b"{}"[..]), (201, br#"{"lines":[]}"#), (409, b"")].map(|(status, body)| {
+            codec::encode_idempotency(&IdempotencyRecord {
+                created_ms: 1_700_000_000_000,
+                fingerprint: codec::fnv1a64(&[b"POST", b"/carts/alice/items", body]),
+                status,
+                body: body.to_vec(),
+            })
+        });
+    total += write_raw(&dir("core_codec"), "idempotency", records)?;
+    total += write_raw(
+        &dir("core_codec"),
+        "u64",
+        [0, 1, u64::MAX].map(|v| codec::encode_u64(v).to_vec()),
+    )?;
+    let tokens = [
+        CausalToken::default(),
+        CausalToken::single(1, 1),
+        CausalToken::single(u64::MAX, u64::MAX),
+        "v1:1=5,2=7,30=1".parse().expect("a valid token"),
+    ];
+    total += write_raw(
+        &dir("core_token"),
+        "token",
+        tokens.iter().map(|t| t.to_string().into_bytes()),
     )?;
     println!("wrote {total} seed files under {}", root.display());
     Ok(())

@@ -8,6 +8,9 @@
 //! law or stops being valid. libFuzzer's own limits (set by `cargo xtask fuzz`) turn
 //! unbounded allocation and super-linear time into findings too.
 //!
+//! [`cart_store_core`] does the same for the cart store's on-disk values and its
+//! `Causal-Token` header.
+//!
 //! [`seeds`] gives the valid values the committed seed corpus is encoded from
 //! (`cargo run --example seed_corpus`).
 
@@ -17,6 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
 
+/// The cart-store core's on-disk values and `Causal-Token` parsing.
+pub mod cart_store_core;
 pub mod seeds;
 
 /// At most this many values are decoded back to back from one input: enough for the
@@ -123,7 +128,7 @@ where
 
 /// `a ⊔ b` = `b ⊔ a`, is valid, and absorbs both (`(a ⊔ b) ⊔ a = a ⊔ b`).
 #[track_caller]
-fn check_pair<T>(a: &T, b: &T)
+pub fn check_pair<T>(a: &T, b: &T)
 where
     T: Lattice + Validate + Clone + Eq + Debug,
 {
