@@ -27,7 +27,8 @@ const INPUT_SECONDS_MAX: u64 = 2;
 /// The largest input libFuzzer generates: big enough for quadratic work to show.
 const INPUT_BYTES_MAX: u64 = 65_536;
 
-/// `cargo xtask fuzz [--seconds N] [--keep-going] [TARGET...]`.
+/// `cargo xtask fuzz [--seconds N] [--keep-going] [TARGET...]`, or `cargo xtask fuzz
+/// --smoke` for the smoke pass alone.
 pub fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
     let mut seconds = SECONDS_DEFAULT;
     let mut keep_going = false;
@@ -43,6 +44,7 @@ pub fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
                     .ok_or("--seconds needs a positive number of seconds")?;
             }
             "--keep-going" => keep_going = true,
+            "--smoke" => return fuzz_smoke(root),
             flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
             target => wanted.push(target.to_owned()),
         }

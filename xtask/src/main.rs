@@ -10,7 +10,8 @@
 //!                           --skip-fsync)
 //! cargo xtask fuzz [--seconds N] [--keep-going] [TARGET...]
 //!                           fuzz every decoder (cargo-fuzz, nightly) for N s per target
-//!                           (default 60); --keep-going continues past crashes
+//!                           (default 60); --keep-going continues past crashes;
+//!                           `fuzz --smoke` is the short pass that ends `xtask test`
 //! cargo xtask setup         only check (and, as root with apt-get, install) prerequisites
 //! ```
 //!
@@ -57,6 +58,7 @@ const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|setup> 
   bench  run the criterion benches of the root package (release profile)
   bench-node  a release cart-store node under load, against redis-server, in one run
   fuzz   [--seconds N] [--keep-going] [TARGET...]: fuzz every decoder, N s per target
+         (--smoke: only the short pass that ends `test`)
   setup  check prerequisites (installs libclang-dev as root with apt-get)";
 
 fn strs(v: &[String]) -> Vec<&str> {
