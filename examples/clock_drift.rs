@@ -40,8 +40,11 @@
 //! The last line of output, starting `SUMMARY`, repeats the key numbers as `key=value`
 //! pairs for scripts (the integration test reads it).
 
+mod common;
+
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
+use common::{hlc_rel, mark, rel, T0_MS};
 use meridian::clocks::{
     ClockError, DriftingClock, Hlc, HlcTimestamp, LamportClock, LamportTimestamp, ManualClock,
     PhysicalClock, ReplicaId, VectorClock,
@@ -54,9 +57,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// True time at the start of the simulation: 2023-11-14T22:13:20Z, in ms since the epoch.
-/// Tables print times relative to it.
-const T0_MS: u64 = 1_700_000_000_000;
 /// The truth is computed for every pair of events, so keep the run small enough for that.
 const MESSAGES_MAX: usize = 5_000;
 const NODES_MAX: usize = 26;
@@ -450,24 +450,6 @@ fn grade(run: &Run, past: &[Vec<u64>]) -> Grades {
         }
     }
     g
-}
-
-/// Time relative to the start, signed: `+1234` or `-56`.
-fn rel(ms: u64) -> String {
-    let d = ms as i64 - T0_MS as i64;
-    format!("{d:+}")
-}
-
-fn hlc_rel(t: HlcTimestamp) -> String {
-    format!("{}/{}", rel(t.physical_ms()), t.logical())
-}
-
-fn mark(ok: bool) -> &'static str {
-    if ok {
-        "✓"
-    } else {
-        "✗"
-    }
 }
 
 fn vc_str(vc: &VectorClock, n: usize) -> String {

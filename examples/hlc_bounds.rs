@@ -34,8 +34,11 @@
 //!
 //! The last line, starting `SUMMARY`, repeats the key numbers for scripts and tests.
 
+mod common;
+
 use anyhow::{ensure, Result};
 use clap::Parser;
+use common::T0_MS;
 use meridian::clocks::{Hlc, HlcTimestamp, PhysicalClock};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,8 +48,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// True time at the start: 2023-11-14T22:13:20Z in ms since the epoch.
-const T0_MS: u64 = 1_700_000_000_000;
 const NODES_MAX: usize = 64;
 /// A node cannot handle more than one event per millisecond tick, so beyond half that in
 /// sends (each message is a send and a receive) its queue only grows.

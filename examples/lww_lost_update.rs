@@ -33,8 +33,11 @@
 //!
 //! The last line, starting `SUMMARY`, states what each method lost, for scripts and tests.
 
+mod common;
+
 use anyhow::{ensure, Result};
 use clap::Parser;
+use common::{hlc_rel, rel, T0_MS};
 use meridian::clocks::{DriftingClock, Hlc, HlcTimestamp, ManualClock, PhysicalClock, ReplicaId};
 use meridian::crdt::{Cart, Lattice, LwwRegister};
 use rand::{Rng, SeedableRng};
@@ -42,8 +45,6 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// True time at the start: 2023-11-14T22:13:20Z in ms since the epoch.
-const T0_MS: u64 = 1_700_000_000_000;
 const REGIONS: [&str; 2] = ["virginia", "frankfurt"];
 
 /// Replay a cart stored as LWW-by-wall-clock, LWW-by-HLC and as a CRDT across two regions.
@@ -208,14 +209,6 @@ fn main() -> Result<()> {
         names(act2.lost(2)),
     );
     Ok(())
-}
-
-fn rel(ms: u64) -> String {
-    format!("{:+}", ms as i64 - T0_MS as i64)
-}
-
-fn hlc_rel(t: HlcTimestamp) -> String {
-    format!("{}/{}", rel(t.physical_ms()), t.logical())
 }
 
 fn show(v: Option<&Vec<String>>) -> String {

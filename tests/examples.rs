@@ -25,16 +25,19 @@ fn example_path(name: &str) -> PathBuf {
          --examples` (same profile).",
         path.display()
     );
-    // A binary older than its source is stale: we would test yesterday's example.
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    if let (Ok(bin), Ok(src_meta)) = (path.metadata(), src.metadata()) {
-        if let (Ok(b), Ok(s)) = (bin.modified(), src_meta.modified()) {
-            assert!(
-                b >= s,
-                "example binary {} is older than {}; rebuild with `cargo build --examples`",
-                path.display(),
-                src.display()
-            );
+    // A binary older than its source (or the helpers every example includes) is stale: we
+    // would test yesterday's example.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for src in [dir.join(format!("{name}.rs")), dir.join("common/mod.rs")] {
+        if let (Ok(bin), Ok(src_meta)) = (path.metadata(), src.metadata()) {
+            if let (Ok(b), Ok(s)) = (bin.modified(), src_meta.modified()) {
+                assert!(
+                    b >= s,
+                    "example binary {} is older than {}; rebuild with `cargo build --examples`",
+                    path.display(),
+                    src.display()
+                );
+            }
         }
     }
     path

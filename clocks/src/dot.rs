@@ -29,6 +29,30 @@ impl fmt::Display for Dot {
     }
 }
 
+/// A replica's dot counter has reached `u64::MAX`: it cannot name another event.
+///
+/// Returned by [`CausalContext::try_next_dot`]. Local mutators get nowhere near it (one
+/// dot per nanosecond would take 584 years); a context that claims it came from elsewhere,
+/// and should have been refused there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DotsExhausted {
+    /// The replica whose counter is exhausted.
+    pub replica: ReplicaId,
+}
+
+impl fmt::Display for DotsExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "replica {} has no dot left: its counter {} has been seen",
+            self.replica,
+            u64::MAX
+        )
+    }
+}
+
+impl std::error::Error for DotsExhausted {}
+
 /// A causal context: the set of dots a replica has seen, stored as a version vector (the
 /// contiguous prefix `1..=n` of each replica) plus a *dot cloud* of dots beyond it.
 ///
@@ -94,10 +118,37 @@ impl CausalContext {
     }
 
     /// Allocates the next dot of `r` (one above any seen), records it, and returns it.
+    ///
+    /// # Panics
+    ///
+    /// If this context has seen `r`'s counter `u64::MAX`, there is no next dot, and reusing
+    /// one would silently corrupt every CRDT built on it. A context built by local mutators
+    /// never gets there; one decoded from elsewhere may claim it, so allocate from such a
+    /// context (or bound its counters first) with [`try_next_dot`](Self::try_next_dot).
     pub fn next_dot(&mut self, r: ReplicaId) -> Dot {
-        let d = Dot::new(r, self.max_counter(r).saturating_add(1));
+        self.try_next_dot(r).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Allocates the next dot of `r` (one above any seen), records it, and returns it; or,
+    /// if the context has seen `r`'s counter `u64::MAX`, returns [`DotsExhausted`] and
+    /// leaves the context unchanged.
+    ///
+    /// ```
+    /// use meridian_clocks::{CausalContext, Dot, ReplicaId, VectorClock};
+    /// let r = ReplicaId(7);
+    /// let mut cc = CausalContext::from(VectorClock::from_iter([(r, u64::MAX - 1)]));
+    /// assert_eq!(cc.try_next_dot(r), Ok(Dot::new(r, u64::MAX)));
+    /// let err = cc.try_next_dot(r).unwrap_err();
+    /// assert!(err.to_string().contains("r7 has no dot left"));
+    /// ```
+    pub fn try_next_dot(&mut self, r: ReplicaId) -> Result<Dot, DotsExhausted> {
+        let counter = self
+            .max_counter(r)
+            .checked_add(1)
+            .ok_or(DotsExhausted { replica: r })?;
+        let d = Dot::new(r, counter);
         self.insert(d);
-        d
+        Ok(d)
     }
 
     /// The join: the union of the two sets of dots, compacted.

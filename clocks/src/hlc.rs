@@ -36,6 +36,9 @@ pub struct HlcTimestamp(u64);
 impl HlcTimestamp {
     /// The largest physical part representable (48 bits of milliseconds).
     pub const MAX_PHYSICAL_MS: u64 = (1 << (64 - LOGICAL_BITS)) - 1;
+    /// The last calendar year that [`MAX_PHYSICAL_MS`](Self::MAX_PHYSICAL_MS) reaches
+    /// (it ends on 10889-08-02). Parsing refuses later years.
+    pub const MAX_YEAR: u64 = 10_889;
     /// The smallest timestamp.
     pub const ZERO: HlcTimestamp = HlcTimestamp(0);
     /// The largest timestamp.
@@ -127,9 +130,9 @@ impl FromStr for HlcTimestamp {
         let (time, counter) = s
             .rsplit_once('/')
             .ok_or_else(|| err("missing '/COUNTER'"))?;
-        let logical: u16 = counter
-            .parse()
-            .map_err(|_| err("counter is not an integer in 0..=65535"))?;
+        let logical = parse_counter(counter).ok_or_else(|| {
+            err("counter is not an integer in 0..=65535 (decimal, no sign, no leading zeros)")
+        })?;
         let time = time
             .strip_suffix('Z')
             .ok_or_else(|| err("time must be UTC, ending in 'Z'"))?;
@@ -146,9 +149,7 @@ impl FromStr for HlcTimestamp {
             }
             p.parse().ok()
         };
-        let year = num(y, None)
-            .filter(|y| *y >= 1970)
-            .ok_or_else(|| err("bad year"))?;
+        let year = parse_year(y.unwrap_or_default()).map_err(err)?;
         let month = num(m, Some(2))
             .filter(|m| (1..=12).contains(m))
             .ok_or_else(|| err("bad month"))?;
@@ -173,8 +174,11 @@ impl FromStr for HlcTimestamp {
         if hms.next().is_some() {
             return Err(err("bad time of day"));
         }
-        let days = days_from_civil(year as i64, month, day);
-        let ms = (days as u64)
+        // `parse_year` bounded the year, so none of this can overflow; the checks are for
+        // the last months of year 10889, which lie beyond the 48-bit range.
+        let days = u64::try_from(days_from_civil(year as i64, month, day))
+            .map_err(|_| err("before the Unix epoch"))?;
+        let ms = days
             .checked_mul(86_400_000)
             .and_then(|v| v.checked_add(((h * 60 + min) * 60 + sec) * 1000 + milli))
             .filter(|v| *v <= HlcTimestamp::MAX_PHYSICAL_MS)
@@ -201,6 +205,48 @@ impl<'de> Deserialize<'de> for HlcTimestamp {
         } else {
             u64::deserialize(d).map(HlcTimestamp)
         }
+    }
+}
+
+/// Parses the year of a displayed timestamp: the canonical digits (4, or 5 from 10000 on,
+/// no sign, no leading zero) of a year in `1970..=`[`MAX_YEAR`](HlcTimestamp::MAX_YEAR).
+///
+/// The range is checked on the digits, before any arithmetic: a year of 20 digits once
+/// overflowed the day count (a panic in debug builds, a wrong timestamp in release).
+fn parse_year(y: &str) -> Result<u64, &'static str> {
+    const YEAR_DIGITS_MAX: usize = 5; // HlcTimestamp::MAX_YEAR has 5 digits.
+    if y.is_empty() || !y.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("bad year");
+    }
+    let beyond = "year after 10889, the end of the 48-bit millisecond range";
+    if y.len() > YEAR_DIGITS_MAX {
+        return Err(beyond);
+    }
+    let year: u64 = y.parse().map_err(|_| "bad year")?;
+    if year > HlcTimestamp::MAX_YEAR {
+        return Err(beyond);
+    }
+    if year < 1970 {
+        return Err("year before 1970, the start of the Unix epoch");
+    }
+    if y.starts_with('0') {
+        return Err("year has a leading zero");
+    }
+    Ok(year)
+}
+
+/// Parses the counter of a displayed timestamp: canonical decimal (no sign, no leading
+/// zeros), so that every string that parses displays back identically.
+fn parse_counter(c: &str) -> Option<u16> {
+    const COUNTER_DIGITS_MAX: usize = 5; // "65535"
+    let canonical = !c.is_empty()
+        && c.len() <= COUNTER_DIGITS_MAX
+        && c.bytes().all(|b| b.is_ascii_digit())
+        && (c == "0" || !c.starts_with('0'));
+    if canonical {
+        c.parse().ok()
+    } else {
+        None
     }
 }
 

@@ -91,7 +91,7 @@ pub mod replica;
 /// Vector clocks.
 pub mod vclock;
 
-pub use dot::{CausalContext, Dot};
+pub use dot::{CausalContext, Dot, DotsExhausted};
 pub use error::ClockError;
 pub use hlc::{Hlc, HlcTimestamp, ParseTimestampError, DEFAULT_MAX_OFFSET};
 pub use lamport::{LamportClock, LamportTimestamp};

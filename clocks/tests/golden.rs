@@ -8,7 +8,7 @@ use std::fmt::Debug;
 
 fn bincode_hex<T: Serialize>(v: &T) -> String {
     let bytes = bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    meridian_testkit::hex(&bytes)
 }
 
 fn from_hex(s: &str) -> Vec<u8> {

@@ -124,28 +124,20 @@ fn simulate(seed: u64, p: &Params) -> Result<(u64, u16), String> {
     Ok((max_drift, max_c))
 }
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("MERIDIAN_SEED") {
-        Ok(s) => vec![s.parse().expect("MERIDIAN_SEED must be a u64")],
-        Err(_) => {
-            let fresh = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            vec![1, 2, 3, fresh]
-        }
-    }
-}
-
-fn run(p: &Params) {
-    for seed in seeds() {
+/// Seeds 1..=3, and one fresh seed per run to explore; `MERIDIAN_SEED` replays one.
+fn run(test: &str, p: &Params) {
+    let fresh = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    for seed in meridian_testkit::seeds(test, [1, 2, 3, fresh]) {
         match simulate(seed, p) {
             Ok((drift, c)) => eprintln!(
                 "seed {seed}: ok, max l − pt = {drift} ms (ε = {}), max c = {c}",
                 p.epsilon_ms
             ),
             Err(e) => panic!(
-                "seed {seed}: {e}\nreplay: MERIDIAN_SEED={seed} cargo test -p meridian-clocks \
-                 --test hlc_drift"
+                "{e}\n{} cargo test -p meridian-clocks --test hlc_drift",
+                meridian_testkit::replay(test, seed)
             ),
         }
     }
@@ -153,22 +145,28 @@ fn run(p: &Params) {
 
 #[test]
 fn invariants_hold_under_drift_with_sparse_traffic() {
-    run(&Params {
-        nodes: 4,
-        epsilon_ms: 40,
-        ticks: 5_000,
-        send_probability: 0.05,
-        delay_ms_max: 30,
-    });
+    run(
+        "invariants_hold_under_drift_with_sparse_traffic",
+        &Params {
+            nodes: 4,
+            epsilon_ms: 40,
+            ticks: 5_000,
+            send_probability: 0.05,
+            delay_ms_max: 30,
+        },
+    );
 }
 
 #[test]
 fn invariants_hold_under_drift_with_dense_traffic_and_short_delays() {
-    run(&Params {
-        nodes: 6,
-        epsilon_ms: 10,
-        ticks: 3_000,
-        send_probability: 0.6,
-        delay_ms_max: 2,
-    });
+    run(
+        "invariants_hold_under_drift_with_dense_traffic_and_short_delays",
+        &Params {
+            nodes: 6,
+            epsilon_ms: 10,
+            ticks: 3_000,
+            send_probability: 0.6,
+            delay_ms_max: 2,
+        },
+    );
 }

@@ -177,3 +177,58 @@ fn parse_errors_say_what_is_expected() {
         ts(1_709_251_199_999, 65535)
     );
 }
+
+/// Issue 9 §1 defect 6: a year of 19 digits overflowed the day count, panicking in debug
+/// builds and, in release, parsing as 1973. Every year after 10889 (the last of 48-bit
+/// milliseconds) is an error that says so.
+#[test]
+fn defect_6_huge_year_is_an_error_not_an_overflow() {
+    for year in [
+        "8434413465874031200",
+        "18446744073709551615",
+        "99999999999999999999999",
+        "10890",
+        "99999",
+    ] {
+        let s = format!("{year}-01-01T00:00:00.000Z/0");
+        let err = s.parse::<HlcTimestamp>().unwrap_err().to_string();
+        assert!(err.contains("year after 10889"), "{s}: {err}");
+    }
+    // The last representable instant parses; one millisecond (or one day) later does not.
+    let max = HlcTimestamp::new(HlcTimestamp::MAX_PHYSICAL_MS, u16::MAX);
+    assert_eq!(max.to_string(), "10889-08-02T05:31:50.655Z/65535");
+    assert_eq!(max.to_string().parse::<HlcTimestamp>().unwrap(), max);
+    assert_eq!(HlcTimestamp::MAX, max);
+    for beyond in [
+        "10889-08-02T05:31:50.656Z/0",
+        "10889-08-03T00:00:00.000Z/0",
+        "10889-12-31T23:59:59.999Z/0",
+    ] {
+        let err = beyond.parse::<HlcTimestamp>().unwrap_err().to_string();
+        assert!(
+            err.contains("beyond the 48-bit millisecond range"),
+            "{beyond}: {err}"
+        );
+    }
+}
+
+/// Only the displayed form parses, so that everything that parses displays back
+/// identically: no sign, no leading zeros, no short or padded year.
+#[test]
+fn only_the_canonical_form_parses() {
+    for bad in [
+        "2024-02-29T23:59:59.999Z/+5",
+        "2024-02-29T23:59:59.999Z/05",
+        "2024-02-29T23:59:59.999Z/",
+        "02024-02-29T23:59:59.999Z/5",
+        "+2024-02-29T23:59:59.999Z/5",
+        "970-01-01T00:00:00.000Z/5",
+        "1970-1-01T00:00:00.000Z/5",
+    ] {
+        assert!(bad.parse::<HlcTimestamp>().is_err(), "{bad} parsed");
+    }
+    assert_eq!(
+        "1970-01-01T00:00:00.000Z/0".parse::<HlcTimestamp>(),
+        Ok(HlcTimestamp::ZERO)
+    );
+}

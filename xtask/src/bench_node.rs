@@ -14,7 +14,7 @@
 //! 5. prints both throughputs, both p99s and the ratio.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,10 +103,7 @@ impl Drop for Guard {
 }
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    meridian_testkit::free_port().map_err(|e| format!("no free port: {e}"))
 }
 
 /// A minimal HTTP/1.1 GET over loopback (xtask stays dependency-free).

@@ -8,6 +8,10 @@
 //! cargo xtask bench-node    a release node under `cart-load`, against Redis
 //!                           (flags: --concurrency N --duration-secs N --carts N --mix SPEC
 //!                           --skip-fsync)
+//! cargo xtask fuzz [--seconds N] [--keep-going] [TARGET...]
+//!                           fuzz every decoder (cargo-fuzz, nightly) for N s per target
+//!                           (default 60); --keep-going continues past crashes;
+//!                           `fuzz --smoke` is the short pass that ends `xtask test`
 //! cargo xtask setup         only check (and, as root with apt-get, install) prerequisites
 //! ```
 //!
@@ -16,6 +20,7 @@
 //! root, and otherwise prints the one command to run.
 
 mod bench_node;
+mod fuzz;
 
 use std::env;
 use std::path::PathBuf;
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
         "demo" => setup().and_then(|()| demo(&rest)),
         "bench" => cargo(&[&["bench", "-p", "meridian"], &strs(&rest)[..]].concat()),
         "bench-node" => setup().and_then(|()| bench_node::bench_node(&rest)),
+        "fuzz" => fuzz::fuzz(&workspace_root(), &rest),
         "setup" => setup(),
         "" | "help" | "-h" | "--help" => {
             println!("{}", USAGE);
@@ -46,11 +52,13 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|setup> [ARGS]
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|setup> [ARGS]
   test   check prerequisites, then run every test in the workspace
   demo   check prerequisites, then run the demo
   bench  run the criterion benches of the root package (release profile)
   bench-node  a release cart-store node under load, against redis-server, in one run
+  fuzz   [--seconds N] [--keep-going] [TARGET...]: fuzz every decoder, N s per target
+         (--smoke: only the short pass that ends `test`)
   setup  check prerequisites (installs libclang-dev as root with apt-get)";
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -86,7 +94,8 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Every test: all targets (libs, bins, integration tests, examples' smoke tests, and the
-/// benches run once each in test mode), then the doc tests, which `--all-targets` skips.
+/// benches run once each in test mode), then the doc tests, which `--all-targets` skips,
+/// then a short pass over every fuzz target (skipped, saying so, without nightly).
 fn test(rest: &[String]) -> Result<(), String> {
     check_architecture()?;
     let rest = strs(rest);
@@ -94,7 +103,8 @@ fn test(rest: &[String]) -> Result<(), String> {
     // `cargo test --all-targets` builds only in test mode.
     cargo(&["build", "-p", "meridian", "--examples"])?;
     cargo(&[&["test", "--workspace", "--all-targets"], &rest[..]].concat())?;
-    cargo(&[&["test", "--workspace", "--doc"], &rest[..]].concat())
+    cargo(&[&["test", "--workspace", "--doc"], &rest[..]].concat())?;
+    fuzz::fuzz_smoke(&workspace_root())
 }
 
 /// ARCHITECTURE.md's deliberate absences: the embeddable crates and the cart store's sans-IO

@@ -1,0 +1,7 @@
+//! `MvRegister<u8>` from the wire: accept, then the lattice laws with valid registers.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use meridian_fuzz::{check_lattice, seeds};
+
+fuzz_target!(|data: &[u8]| check_lattice(data, &seeds::mv_registers()));
