@@ -8,6 +8,7 @@
 
 use meridian_cart_store_core::codec::{self, DeltaRecord, IdempotencyRecord};
 use meridian_cart_store_core::CausalToken;
+use meridian_clocks::ReplicaId;
 use meridian_fuzz::{encode, seeds};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -117,8 +118,8 @@ fn main() -> std::io::Result<()> {
     )?;
     let tokens = [
         CausalToken::default(),
-        CausalToken::single(1, 1),
-        CausalToken::single(u64::MAX, u64::MAX),
+        CausalToken::single(ReplicaId(1), 1),
+        CausalToken::single(ReplicaId(u64::MAX), u64::MAX),
         "v1:1=5,2=7,30=1".parse().expect("a valid token"),
     ];
     total += write_raw(

@@ -28,6 +28,22 @@ fn history<T: Lattice + Clone + Default>(ops: &[&dyn Fn(&mut T) -> T]) -> Vec<T>
     out
 }
 
+/// A mutator that may allocate a dot (a seed replica never runs out of them).
+type TryOp<'a, T> = &'a dyn Fn(&mut T) -> Result<T, meridian_crdt::Error>;
+
+/// [`history`] of mutators that allocate dots.
+fn history_try<T: Lattice + Clone + Default>(ops: &[TryOp<'_, T>]) -> Vec<T> {
+    let mut state = T::default();
+    let mut out = vec![T::default()];
+    for op in ops {
+        out.push(op(&mut state).expect(DOTS));
+        out.push(state.clone());
+    }
+    out
+}
+
+const DOTS: &str = "a seed replica has dots to spare";
+
 /// Grow-only counters.
 pub fn gcounters() -> Vec<GCounter> {
     history(&[
@@ -69,13 +85,13 @@ pub fn lww_registers() -> Vec<LwwRegister<String>> {
 
 /// Multi-value registers of small integers, with concurrent writes.
 pub fn mv_registers() -> Vec<MvRegister<u8>> {
-    let mut out = history(&[&|r: &mut MvRegister<u8>| r.write(R1, 1), &|r| {
+    let mut out = history_try(&[&|r: &mut MvRegister<u8>| r.write(R1, 1), &|r| {
         r.write(R1, 2)
     }]);
     let mut a = out.last().cloned().unwrap_or_default();
     let mut b = a.clone();
-    out.push(a.write(R1, 3));
-    out.push(b.write(R2, 4));
+    out.push(a.write(R1, 3).expect(DOTS));
+    out.push(b.write(R2, 4).expect(DOTS));
     a.merge(&b);
     out.push(a);
     out
@@ -83,17 +99,17 @@ pub fn mv_registers() -> Vec<MvRegister<u8>> {
 
 /// Add-wins sets of small integers: adds, removes, a clear, concurrent adds.
 pub fn awsets() -> Vec<AwSet<u32>> {
-    let mut out = history(&[
+    let mut out = history_try(&[
         &|s: &mut AwSet<u32>| s.add(R1, 10),
         &|s| s.add(R1, 11),
         &|s| s.add(R2, 12),
-        &|s| s.remove(&11),
+        &|s| Ok(s.remove(&11)),
         &|s| s.add(R1, 13),
     ]);
     let mut a = out.last().cloned().unwrap_or_default();
     let mut b = a.clone();
     out.push(a.clear());
-    out.push(b.add(R3, 10));
+    out.push(b.add(R3, 10).expect(DOTS));
     a.merge(&b);
     out.push(a);
     out
@@ -102,62 +118,64 @@ pub fn awsets() -> Vec<AwSet<u32>> {
 /// Add-wins sets of a zero-sized element: the shape whose decoding once allocated without
 /// bound (a length prefix costs bytes, the elements cost none).
 pub fn awsets_of_unit() -> Vec<AwSet<()>> {
-    history(&[
+    history_try(&[
         &|s: &mut AwSet<()>| s.add(R1, ()),
         &|s| s.add(R2, ()),
-        &|s| s.remove(&()),
+        &|s| Ok(s.remove(&())),
     ])
 }
 
 /// Observed-remove maps of causal counters.
 pub fn ormaps() -> Vec<OrMap<String, CausalCounter>> {
-    history(&[
+    history_try(&[
         &|m: &mut OrMap<String, CausalCounter>| m.update(R1, "k".into(), |c, d| c.inc(d, 2)),
         &|m| m.update(R2, "k".into(), |c, d| c.dec(d, 1)),
         &|m| m.update(R1, "j".into(), |c, d| c.inc(d, 5)),
-        &|m| m.remove(&"k".to_string()),
+        &|m| Ok(m.remove(&"k".to_string())),
     ])
 }
 
 /// Observed-remove maps of nested dot stores (maps of dot sets, and dot functions).
 pub fn nested_ormaps() -> Vec<OrMap<u8, DotMap<u8, DotSet>>> {
-    history(&[
+    history_try(&[
         &|m: &mut OrMap<u8, DotMap<u8, DotSet>>| {
             m.update(R1, 1, |_, d| {
-                DotMap::single(7, DotSet::single(d.next_dot()))
+                Ok(DotMap::single(7, DotSet::single(d.next_dot()?)))
             })
         },
         &|m| {
             m.update(R2, 1, |_, d| {
-                DotMap::single(8, DotSet::single(d.next_dot()))
+                Ok(DotMap::single(8, DotSet::single(d.next_dot()?)))
             })
         },
         &|m| {
             m.update(R1, 2, |_, d| {
-                DotMap::single(7, DotSet::single(d.next_dot()))
+                Ok(DotMap::single(7, DotSet::single(d.next_dot()?)))
             })
         },
-        &|m| m.remove(&1),
+        &|m| Ok(m.remove(&1)),
     ])
 }
 
 /// Observed-remove maps of dot functions (the cart's line shape, generic).
 pub fn dotfun_ormaps() -> Vec<OrMap<u8, DotFun<u16>>> {
-    history(&[
-        &|m: &mut OrMap<u8, DotFun<u16>>| m.update(R1, 1, |_, d| DotFun::single(d.next_dot(), 5)),
-        &|m| m.update(R2, 1, |_, d| DotFun::single(d.next_dot(), 6)),
-        &|m| m.remove(&1),
-        &|m| m.update(R2, 3, |_, d| DotFun::single(d.next_dot(), 1)),
+    history_try(&[
+        &|m: &mut OrMap<u8, DotFun<u16>>| {
+            m.update(R1, 1, |_, d| Ok(DotFun::single(d.next_dot()?, 5)))
+        },
+        &|m| m.update(R2, 1, |_, d| Ok(DotFun::single(d.next_dot()?, 6))),
+        &|m| Ok(m.remove(&1)),
+        &|m| m.update(R2, 3, |_, d| Ok(DotFun::single(d.next_dot()?, 1))),
     ])
 }
 
 /// Carts: adds, sets, removes, a checkout, concurrent edits merged.
 pub fn carts() -> Vec<Cart> {
-    let mut out = history(&[
+    let mut out = history_try(&[
         &|c: &mut Cart| c.add(R1, "tea", 2),
         &|c| c.set(R2, ts(0, 1), "coffee", 3),
         &|c| c.add(R1, "tea", 1),
-        &|c| c.remove("tea"),
+        &|c| Ok(c.remove("tea")),
         &|c| c.set(R1, ts(9, 0), "coffee", 1),
         &|c| c.add(R3, "book", 1),
     ]);
@@ -165,7 +183,7 @@ pub fn carts() -> Vec<Cart> {
     let mut b = a.clone();
     let snap = a.snapshot();
     out.push(a.checkout(&snap));
-    out.push(b.add(R2, "pen", 4));
+    out.push(b.add(R2, "pen", 4).expect(DOTS));
     out.push(b.clear());
     a.merge(&b);
     out.push(a);
