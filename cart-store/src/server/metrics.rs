@@ -1,0 +1,135 @@
+//! [`Metrics`]: the node's Prometheus registry. Every label has bounded cardinality.
+
+use meridian_clocks::PhysicalClock;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+use crate::node::Node;
+use crate::storage::Storage;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct HttpLabels {
+    pub(super) route: String,
+    pub(super) method: String,
+    pub(super) status: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// The node's Prometheus metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub(super) http_requests: Family<HttpLabels, Counter>,
+    pub(super) http_latency: HistogramFamily<HttpLabels>,
+    pub(super) write_latency: Histogram,
+    pub(super) batch_size: Histogram,
+    pub(super) fsyncs: Counter,
+    carts_stored: Gauge,
+    log_len: Gauge,
+    applied_seq: Gauge,
+    pub(super) idempotency_expired: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub(super) fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            http_requests: Family::<HttpLabels, Counter>::default(),
+            http_latency: Family::new_with_constructor(latency_histogram),
+            write_latency: latency_histogram(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            fsyncs: Counter::default(),
+            carts_stored: Gauge::default(),
+            log_len: Gauge::default(),
+            applied_seq: Gauge::default(),
+            idempotency_expired: Counter::default(),
+        };
+        m.register(&mut r);
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "cart_store_http_requests",
+            "HTTP requests by route, method and status",
+            self.http_requests.clone(),
+        );
+        r.register(
+            "cart_store_http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            self.http_latency.clone(),
+        );
+        r.register(
+            "cart_store_storage_write_duration_seconds",
+            "Time to apply and commit one storage batch (fsync included in fsync mode)",
+            self.write_latency.clone(),
+        );
+        r.register(
+            "cart_store_write_batch_size",
+            "Writes committed per storage batch (group commit)",
+            self.batch_size.clone(),
+        );
+        r.register(
+            "cart_store_fsyncs",
+            "Synced storage batches",
+            self.fsyncs.clone(),
+        );
+        r.register(
+            "cart_store_carts_stored",
+            "Carts in storage",
+            self.carts_stored.clone(),
+        );
+        r.register(
+            "cart_store_delta_log_length",
+            "Entries in the outgoing delta log",
+            self.log_len.clone(),
+        );
+        r.register(
+            "cart_store_applied_seq",
+            "Last local sequence number committed",
+            self.applied_seq.clone(),
+        );
+        r.register(
+            "cart_store_idempotency_expired",
+            "Idempotency records deleted after their TTL",
+            self.idempotency_expired.clone(),
+        );
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub(super) fn set_node_gauges<S: Storage, C: PhysicalClock>(&self, node: &Node<S, C>) {
+        self.carts_stored
+            .set(i64::try_from(node.carts_stored()).unwrap_or(i64::MAX));
+        self.log_len
+            .set(i64::try_from(node.log_len()).unwrap_or(i64::MAX));
+        self.applied_seq
+            .set(i64::try_from(node.last_seq()).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,246 @@
+//! The HTTP driver around [`Node`]: axum routes, one writer thread (group commit),
+//! Prometheus metrics, request ids, timeouts and graceful shutdown.
+//!
+//! Handlers parse and check the request (path, headers, body), then either read the cart
+//! straight from storage or queue a [`WriteRequest`](crate::WriteRequest) for the writer thread, which drains up
+//! to `write_batch_max` queued writes, applies them with [`Node::apply_batch`] as one
+//! storage batch (fsynced in `fsync` mode), and answers each. The queue holds at most
+//! `write_queue_max` writes; beyond that requests get 503 with `Retry-After`.
+//!
+//! | module | job |
+//! |---|---|
+//! | `settings` | [`ServerSettings`], the HTTP part of the config |
+//! | `metrics` | [`Metrics`], the Prometheus registry |
+//! | `writer` | the writer thread (group commit) and the queue in front of it |
+//! | `error` | [`ApiError`] and how the write path's errors map to statuses and codes |
+//! | `routes` | the router, its handlers and middleware |
+//! | `parse` | path parameters, headers and JSON bodies |
+//!
+//! # The API
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok","region","node_id","durability","applied_seq"}` |
+//! | `GET /carts/{cart}` | `{"cart","lines":[{"sku","quantity"}],"token"}`, lines sorted by sku |
+//! | `POST /carts/{cart}/items` `{"sku","quantity"}` | the cart after adding (1–10000) |
+//! | `PUT /carts/{cart}/items/{sku}` `{"quantity"}` | the cart after setting (0–10000; 0 removes) |
+//! | `DELETE /carts/{cart}/items/{sku}` | the cart after removing the line |
+//! | `DELETE /carts/{cart}` | the cart after clearing it |
+//! | `POST /carts/{cart}/checkout` | `{"order","cart","lines","token"}`: exactly the observed lines |
+//! | `GET /replication` | `{"region","node_id","token","peers":[]}` (no replication yet) |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Every success carries a `Causal-Token` header equal to the body's `token` (see
+//! [`CausalToken`](crate::token::CausalToken)). Every response echoes `X-Request-Id` (generated when absent), which
+//! also tags the request's tracing span. A replayed idempotent answer carries
+//! `Idempotent-Replayed: true`.
+//!
+//! Errors are `{"error":{"code","message"}}`:
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `invalid_id` | cart id or sku not 1–128 of `[A-Za-z0-9._:-]`, `.`/`..`, or percent-encoded |
+//! | 400 | `malformed_json` | the body is not JSON |
+//! | 400 | `invalid_idempotency_key` / `invalid_causal_token` | a header that cannot be parsed |
+//! | 404 | `not_found` | no such route |
+//! | 405 | `method_not_allowed` | the route exists, the method does not |
+//! | 409 | `empty_cart` | checkout of an empty cart |
+//! | 409 | `cart_full` | a new line beyond `cart_lines_max` |
+//! | 409 | `cart_too_large` | the encoded cart would exceed `cart_bytes_max` |
+//! | 413 | `body_too_large` | a body beyond `body_bytes_max` |
+//! | 415 | `unsupported_media_type` | a body without `Content-Type: application/json` |
+//! | 422 | `invalid_body` | unknown or missing field, wrong type, a number that does not fit |
+//! | 422 | `invalid_quantity` | quantity outside 1–10000 (add) or 0–10000 (set) |
+//! | 422 | `idempotency_key_reused` | the key was used for a different request |
+//! | 500 | `corrupt_data` | the stored cart cannot be decoded (logged; other carts are served) |
+//! | 503 | `overloaded` / `storage_unavailable` / `causal_wait_timeout` / `shutting_down` | with `Retry-After` |
+//! | 504 | `timeout` | the request exceeded `request_timeout_ms` (a write may still apply) |
+
+use crate::config::Config;
+use crate::node::{Node, OpenError};
+use crate::storage::{Storage, StorageError, StorageErrorKind};
+use crate::RocksStorage;
+use axum::Router;
+use meridian_clocks::{PhysicalClock, SystemClock};
+use std::future::Future;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+mod error;
+mod metrics;
+mod parse;
+mod routes;
+mod settings;
+mod writer;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use parse::BODY_DRAIN_BYTES_MAX;
+pub use settings::ServerSettings;
+pub use writer::{IDEMPOTENCY_SWEEP_INTERVAL, IDEMPOTENCY_SWEEP_MAX};
+
+use writer::{Msg, Writer};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be opened.
+    #[error("data directory {dir}: {source}")]
+    Storage {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: StorageError,
+    },
+    /// The node refused the data directory.
+    #[error("data directory {dir}: {source}")]
+    Open {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: OpenError,
+    },
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+    /// The final flush failed.
+    #[error("flushing storage at shutdown: {0}")]
+    Flush(StorageError),
+}
+
+/// What every handler shares.
+struct AppState {
+    storage: Arc<dyn Storage>,
+    settings: ServerSettings,
+    node_id: u64,
+    writer: SyncSender<Msg>,
+    applied: watch::Receiver<u64>,
+    metrics: Metrics,
+}
+
+/// A running node: the router, and the writer thread behind it.
+pub struct Server {
+    state: Arc<AppState>,
+    writer: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("region", &self.state.settings.region)
+            .field("node_id", &self.state.node_id)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Opens RocksDB in `config.data_dir`, opens the node on it, and starts the writer.
+    pub fn open(config: &Config) -> Result<Server, ServeError> {
+        let storage_err = |source| ServeError::Storage {
+            dir: config.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| storage_err(StorageError::new(StorageErrorKind::Open, e.to_string())))?;
+        let storage: Arc<dyn Storage> =
+            Arc::new(RocksStorage::open(&config.data_dir).map_err(storage_err)?);
+        let node = Node::open(storage, SystemClock, config.node_config()).map_err(|source| {
+            ServeError::Open {
+                dir: config.data_dir.clone(),
+                source,
+            }
+        })?;
+        Ok(Server::with_node(node, ServerSettings::from_config(config)))
+    }
+
+    /// Serves `node` (on any storage and clock), starting its writer thread.
+    pub fn with_node<C: PhysicalClock + Send + 'static>(
+        node: Node<Arc<dyn Storage>, C>,
+        settings: ServerSettings,
+    ) -> Server {
+        let metrics = Metrics::new();
+        metrics.set_node_gauges(&node);
+        let (tx, rx) = sync_channel(settings.write_queue_max);
+        let (applied_tx, applied_rx) = watch::channel(node.last_seq());
+        let state = Arc::new(AppState {
+            storage: node.storage().clone(),
+            node_id: node.config().node_id.0,
+            settings: settings.clone(),
+            writer: tx,
+            applied: applied_rx,
+            metrics: metrics.clone(),
+        });
+        let writer = Writer {
+            rx,
+            applied: applied_tx,
+            metrics,
+            durability: settings.durability,
+            batch_max: settings.write_batch_max,
+        };
+        let writer = std::thread::Builder::new()
+            .name("cart-store-writer".into())
+            .spawn(move || writer.run(node))
+            .expect("spawning the writer thread");
+        Server {
+            state,
+            writer: Some(writer),
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// The HTTP API.
+    pub fn router(&self) -> Router {
+        routes::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests,
+    /// stops the writer and flushes storage.
+    pub async fn run(
+        mut self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.stop()
+    }
+
+    /// Stops the writer thread after the queued writes, and flushes storage.
+    pub fn stop(&mut self) -> Result<(), ServeError> {
+        if let Some(w) = self.writer.take() {
+            // The queue is bounded; a blocking send waits for the writer to drain it.
+            let _ = self.state.writer.send(Msg::Stop);
+            match w.join() {
+                Ok(r) => r.map_err(ServeError::Flush)?,
+                Err(_) => {
+                    return Err(ServeError::Flush(StorageError::new(
+                        StorageErrorKind::Other,
+                        "writer panicked",
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

@@ -1,0 +1,271 @@
+//! Request parsing: path parameters by name (raw, never percent-decoded), the
+//! `Idempotency-Key` and `Causal-Token` headers, and JSON bodies within `body_bytes_max`.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::node::Idempotency;
+use crate::token::CausalToken;
+use crate::validate::{CartId, IdempotencyKey, Sku};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// Largest body read (and discarded) to answer 413 cleanly; larger ones are cut off.
+pub const BODY_DRAIN_BYTES_MAX: usize = 64 << 20;
+
+/// The raw (not percent-decoded) text of the path parameter `name`: the segment of the
+/// request path where the matched route template has `{name}`. Ids never need escaping, so
+/// a `%` in it is refused by the id's parse, with a message that says so.
+fn raw_param<'a>(parts: &'a Parts, name: &str) -> Result<&'a str, ApiError> {
+    let template = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let found = template.and_then(|t| {
+        t.split('/')
+            .zip(parts.uri.path().split('/'))
+            .find(|(t, _)| t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) == Some(name))
+            .map(|(_, raw)| raw)
+    });
+    found.ok_or_else(|| {
+        tracing::error!(
+            param = name,
+            ?template,
+            "a handler asked for a parameter its route lacks"
+        );
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (logged)",
+        )
+    })
+}
+
+/// `{cart}` of `/carts/{cart}…`, parsed.
+#[derive(Debug)]
+pub(super) struct CartPath {
+    pub(super) cart: CartId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CartPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let cart = CartId::parse(raw_param(parts, "cart")?)?;
+        Ok(CartPath { cart })
+    }
+}
+
+/// `{cart}` and `{sku}` of `/carts/{cart}/items/{sku}`, parsed (the cart first).
+#[derive(Debug)]
+pub(super) struct ItemPath {
+    pub(super) cart: CartId,
+    pub(super) sku: Sku,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let cart = CartId::parse(raw_param(parts, "cart")?)?;
+        let sku = Sku::parse(raw_param(parts, "sku")?)?;
+        Ok(ItemPath { cart, sku })
+    }
+}
+
+/// The request's `Idempotency-Key`, with the fingerprint a retry must match.
+pub(super) fn idempotency(
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = IdempotencyKey::parse(v.to_str().unwrap_or(""))?;
+    Ok(Some(Idempotency {
+        key,
+        fingerprint: crate::codec::fnv1a64(&[method.as_str().as_bytes(), path.as_bytes(), body]),
+    }))
+}
+
+fn causal_token(headers: &HeaderMap) -> Result<Option<CausalToken>, ApiError> {
+    let Some(v) = headers.get("causal-token") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .map_err(|_| "not ASCII".to_owned())
+        .and_then(|s| {
+            s.parse()
+                .map_err(|e: crate::token::TokenError| e.to_string())
+        })
+        .map(Some)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_causal_token", m))
+}
+
+/// Waits until this node has applied what the request's `Causal-Token` covers.
+pub(super) async fn await_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = causal_token(headers)? else {
+        return Ok(());
+    };
+    let own = token.seq_of(state.node_id);
+    let foreign = token
+        .entries()
+        .iter()
+        .find(|(n, s)| *n != state.node_id && *s > 0)
+        .copied();
+    let mut applied = state.applied.clone();
+    let covered = async {
+        if foreign.is_some() {
+            // No replication yet: another node's writes never arrive here.
+            std::future::pending::<()>().await;
+        }
+        let _ = applied.wait_for(|a| *a >= own).await;
+    };
+    match tokio::time::timeout(state.settings.causal_wait, covered).await {
+        Ok(()) => Ok(()),
+        Err(_) => Err(causal_wait_timeout(state, own, foreign)),
+    }
+}
+
+fn causal_wait_timeout(state: &AppState, own: u64, foreign: Option<(u64, u64)>) -> ApiError {
+    let message = match foreign {
+        Some((n, s)) => format!(
+            "this node has not received node {n}'s writes up to {s} (replication is \
+             not running); retry later or read from the region that wrote them"
+        ),
+        None => format!(
+            "this node has applied its writes up to {}, but the token needs {own}; \
+             retry later",
+            *state.applied.borrow()
+        ),
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "causal_wait_timeout",
+        message,
+    )
+    .retry_after(1)
+}
+
+/// Reads the body, refusing it (413) past `limit` but draining up to
+/// [`BODY_DRAIN_BYTES_MAX`] so the client reads the answer.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("reading the request body failed: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > BODY_DRAIN_BYTES_MAX {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(too_large(limit));
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body exceeds {limit} bytes (config key body_bytes_max)"),
+    )
+}
+
+/// Checks the content type and size, and reads the body.
+pub(super) async fn json_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        // A client waiting for `100 Continue` gets the 413 without sending the body;
+        // otherwise drain what is cheap to drain, so it reads the 413 rather than a reset.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            let _ = read_body(body, limit).await;
+        }
+        return Err(too_large(limit));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        let _ = read_body(body, limit).await;
+        return Err(unsupported_content_type(ct));
+    }
+    read_body(body, limit).await
+}
+
+fn unsupported_content_type(ct: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        if ct.is_empty() {
+            "missing Content-Type: send the body as JSON with Content-Type: application/json"
+                .to_owned()
+        } else {
+            format!("Content-Type {ct:?} is not supported; send application/json")
+        },
+    )
+}
+
+/// Parses a JSON body; `example` shows what was expected.
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], example: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("{e}; expected a body like {example}"),
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {e}; expected a body like {example}"),
+            ),
+        }
+    })
+}
+
+/// `POST /carts/{cart}/items`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AddBody {
+    pub(super) sku: String,
+    pub(super) quantity: u64,
+}
+
+/// `PUT /carts/{cart}/items/{sku}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetBody {
+    pub(super) quantity: u64,
+}

@@ -1,0 +1,58 @@
+//! [`ServerSettings`]: the part of the [`Config`] the HTTP driver needs.
+
+use crate::config::{Config, Durability};
+use std::time::Duration;
+
+/// The settings the HTTP layer needs (the rest of [`Config`]).
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Region name, reported by `/health` and `/replication`.
+    pub region: String,
+    /// Durability mode.
+    pub durability: Durability,
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+    /// Most writes per batch.
+    pub write_batch_max: usize,
+    /// Most queued writes.
+    pub write_queue_max: usize,
+    /// How long to wait for a `Causal-Token`'s position.
+    pub causal_wait: Duration,
+    /// Configured peer regions (not contacted yet).
+    pub peers: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    /// The config's defaults, for region `"local"` with no peers.
+    fn default() -> Self {
+        use crate::config::defaults;
+        ServerSettings {
+            region: "local".into(),
+            durability: Durability::default(),
+            body_bytes_max: defaults::body_bytes_max(),
+            request_timeout: Duration::from_millis(defaults::request_timeout_ms()),
+            write_batch_max: defaults::write_batch_max(),
+            write_queue_max: defaults::write_queue_max(),
+            causal_wait: Duration::from_millis(defaults::causal_wait_ms()),
+            peers: vec![],
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The HTTP settings of a full config.
+    pub fn from_config(c: &Config) -> Self {
+        ServerSettings {
+            region: c.region.clone(),
+            durability: c.durability,
+            body_bytes_max: c.body_bytes_max,
+            request_timeout: c.request_timeout(),
+            write_batch_max: c.write_batch_max,
+            write_queue_max: c.write_queue_max,
+            causal_wait: Duration::from_millis(c.causal_wait_ms),
+            peers: c.peers.iter().map(|p| p.region.clone()).collect(),
+        }
+    }
+}
