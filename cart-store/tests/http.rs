@@ -547,6 +547,17 @@ async fn request_ids_are_echoed_or_generated() {
     let r = a.send("GET", "/nope", None).await;
     let second = r.headers["x-request-id"].to_str().unwrap();
     assert_ne!(second, first, "generated ids are unique");
+    // An id that could flood or forge a log line is replaced, not echoed.
+    for bad in ["a b".to_owned(), "k".repeat(65), "x\ty".to_owned()] {
+        let req = Request::builder()
+            .uri("/health")
+            .header("x-request-id", bad.as_str())
+            .body(Body::empty())
+            .unwrap();
+        let got = a.call(req).await.headers["x-request-id"].clone();
+        assert_ne!(got, bad.as_str());
+        assert!(got.to_str().unwrap().split_once('-').is_some(), "{got:?}");
+    }
 }
 
 #[tokio::test]
