@@ -302,27 +302,10 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
-        if !crate::validate::is_id(&self.region) {
-            return invalid(
-                "region",
-                "must be 1-128 characters of [A-Za-z0-9._:-], e.g. \"virginia\"",
-            );
-        }
-        if self.node_id == 0 {
-            return invalid("node_id", "must be a positive integer, unique per node");
-        }
-        if self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty");
-        }
+    /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 12] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
-        let ranges: [(&'static str, u64, u64, u64); 12] = [
+        [
             (
                 "cart_bytes_max",
                 self.cart_bytes_max as u64,
@@ -370,8 +353,29 @@ impl Config {
                 0,
                 3_600_000,
             ),
-        ];
-        for (key, v, lo, hi) in ranges {
+        ]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !crate::validate::is_id(&self.region) {
+            return invalid(
+                "region",
+                "must be 1-128 characters of [A-Za-z0-9._:-], e.g. \"virginia\"",
+            );
+        }
+        if self.node_id == 0 {
+            return invalid("node_id", "must be a positive integer, unique per node");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        for (key, v, lo, hi) in self.ranges() {
             if v < lo || v > hi {
                 return invalid(key, &format!("is {v}; allowed {lo}..={hi}"));
             }

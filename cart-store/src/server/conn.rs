@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tower::ServiceExt;
@@ -197,6 +197,8 @@ async fn watchdog(
                     return;
                 }
             }
+            // A new phase: loop to take up its timer.
+            () = activity.changed.notified() => {}
         }
     }
 }
@@ -224,22 +226,28 @@ enum Phase {
     Idle(Instant),
 }
 
-/// A connection's phase, updated by its socket and its service.
+/// A connection's phase, updated by its socket and its service; `changed` wakes the
+/// watchdog to take up the new phase's timer.
 #[derive(Debug)]
 struct Activity {
     phase: Mutex<Phase>,
+    changed: Notify,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
             phase: Mutex::new(Phase::Head(Instant::now())),
+            changed: Notify::new(),
         }
     }
 
-    fn update(&self, f: impl FnOnce(Phase) -> Phase) {
+    fn update(&self, f: impl FnOnce(Phase) -> Option<Phase>) {
         let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        *phase = f(*phase);
+        if let Some(next) = f(*phase) {
+            *phase = next;
+            self.changed.notify_one();
+        }
     }
 
     fn phase(&self) -> Phase {
@@ -249,8 +257,8 @@ impl Activity {
     /// Bytes arrived: an idle connection starts reading a head.
     fn on_read(&self) {
         self.update(|p| match p {
-            Phase::Idle(_) => Phase::Head(Instant::now()),
-            other => other,
+            Phase::Idle(_) => Some(Phase::Head(Instant::now())),
+            Phase::Head(_) | Phase::Busy(_) => None,
         });
     }
 
@@ -259,7 +267,9 @@ impl Activity {
         match self.phase() {
             Phase::Head(since) => since + limits.header_timeout,
             Phase::Idle(since) => since + limits.idle_timeout,
-            Phase::Busy(_) => Instant::now() + limits.header_timeout.min(limits.idle_timeout),
+            // No timer of ours while a request is in flight (it has its own deadline); the
+            // end of the request wakes the watchdog.
+            Phase::Busy(_) => Instant::now() + limits.header_timeout.max(limits.idle_timeout),
         }
     }
 
@@ -285,8 +295,8 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn new(activity: Arc<Activity>) -> Self {
         activity.update(|p| match p {
-            Phase::Busy(n) => Phase::Busy(n + 1),
-            Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
+            Phase::Busy(n) => Some(Phase::Busy(n + 1)),
+            Phase::Head(_) | Phase::Idle(_) => Some(Phase::Busy(1)),
         });
         Busy(activity)
     }
@@ -295,8 +305,8 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.update(|p| match p {
-            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
-            _ => Phase::Idle(Instant::now()),
+            Phase::Busy(n) if n > 1 => Some(Phase::Busy(n - 1)),
+            _ => Some(Phase::Idle(Instant::now())),
         });
     }
 }
