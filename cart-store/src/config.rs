@@ -18,6 +18,7 @@
 //! | `causal_wait_ms` | 1000 | how long a request waits for its `Causal-Token` |
 //! | `http_connections_max` | 1024 | open HTTP connections; more are answered 503 and closed |
 //! | `http_header_timeout_ms` | 10000 | a request's head must arrive within this, from its first byte (or from the accept) |
+//! | `http_head_bytes_max` | 65536 | largest request head (request line and headers); 431 beyond |
 //! | `http_idle_timeout_ms` | 75000 | a kept-alive connection with no request in flight is closed after this |
 //! | `shutdown_timeout_ms` | 10000 | how long SIGTERM waits for open requests before closing their connections |
 //!
@@ -117,6 +118,9 @@ pub struct Config {
     /// How long a request's head may take to arrive, in ms.
     #[serde(default = "defaults::http_header_timeout_ms")]
     pub http_header_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes.
+    #[serde(default = "defaults::http_head_bytes_max")]
+    pub http_head_bytes_max: usize,
     /// How long a kept-alive connection may sit idle between requests, in ms.
     #[serde(default = "defaults::http_idle_timeout_ms")]
     pub http_idle_timeout_ms: u64,
@@ -149,6 +153,7 @@ const KNOWN_KEYS: &[&str] = &[
     "causal_wait_ms",
     "http_connections_max",
     "http_header_timeout_ms",
+    "http_head_bytes_max",
     "http_idle_timeout_ms",
     "shutdown_timeout_ms",
 ];
@@ -193,6 +198,9 @@ pub mod defaults {
     }
     pub fn http_header_timeout_ms() -> u64 {
         10_000
+    }
+    pub fn http_head_bytes_max() -> usize {
+        64 * 1024
     }
     pub fn http_idle_timeout_ms() -> u64 {
         75_000
@@ -297,13 +305,14 @@ impl Config {
         crate::server::ConnectionLimits {
             connections_max: self.http_connections_max,
             header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            head_bytes_max: self.http_head_bytes_max,
             idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         }
     }
 
     /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
-    fn ranges(&self) -> [(&'static str, u64, u64, u64); 12] {
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 13] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
         [
             (
@@ -340,6 +349,12 @@ impl Config {
                 self.http_header_timeout_ms,
                 1,
                 3_600_000,
+            ),
+            (
+                "http_head_bytes_max",
+                self.http_head_bytes_max as u64,
+                8192,
+                1 << 20,
             ),
             (
                 "http_idle_timeout_ms",
@@ -498,12 +513,14 @@ address = "127.0.0.1:9081"
             (
                 c.http_connections_max,
                 c.http_header_timeout_ms,
+                c.http_head_bytes_max,
                 c.http_idle_timeout_ms,
                 c.shutdown_timeout_ms
             ),
             (
                 minimal.http_connections_max,
                 minimal.http_header_timeout_ms,
+                minimal.http_head_bytes_max,
                 minimal.http_idle_timeout_ms,
                 minimal.shutdown_timeout_ms
             )

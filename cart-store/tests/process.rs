@@ -881,3 +881,23 @@ fn a_line_stops_at_ten_thousand() {
     let (_, cart) = get_json(&c, &node.url("/carts/c"));
     assert_eq!(quantity(&cart, "a"), 10_000, "{cart}");
 }
+
+#[test]
+fn a_huge_request_head_is_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), 1, "http_head_bytes_max = 16384");
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(32 * 1024)
+    );
+    let mut s = node.raw(big.as_bytes());
+    let (answer, ending) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert_eq!(ending, Ending::Closed);
+    let fits = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(8 * 1024)
+    );
+    let answer = read_answer(&mut node.raw(fits.as_bytes()), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

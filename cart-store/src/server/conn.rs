@@ -107,6 +107,7 @@ impl Acceptor {
             // The connection's own watchdog times the head; hyper's timer would also cut
             // idle keep-alive connections at the header timeout.
             .header_read_timeout(None)
+            .max_buf_size(self.limits.head_bytes_max)
             .serve_connection(io, service);
         let conn = self.graceful.watch(conn);
         let limits = self.limits.clone();

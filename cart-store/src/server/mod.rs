@@ -53,12 +53,14 @@
 //! | 405 | `method_not_allowed` | the route exists, the method does not |
 //! | 409 | `empty_cart` | checkout of an empty cart |
 //! | 409 | `cart_full` | a new line beyond `cart_lines_max` |
+//! | 409 | `line_full` | an add that would take the line past 10,000 |
 //! | 409 | `cart_too_large` | the encoded cart would exceed `cart_bytes_max` |
 //! | 413 | `body_too_large` | a body beyond `body_bytes_max` (judged from `Content-Length` at once, when it is sent) |
 //! | 415 | `unsupported_media_type` | a body without `Content-Type: application/json`, or with a `Content-Encoding` other than `identity` |
 //! | 422 | `invalid_body` | unknown or missing field, wrong type, a number that does not fit |
 //! | 422 | `invalid_quantity` | quantity outside 1–10000 (add) or 0–10000 (set) |
 //! | 422 | `idempotency_key_reused` | the key was used for a different request |
+//! | 431 | (no body) | a request head beyond `http_head_bytes_max` (hyper's own answer; the connection is closed) |
 //! | 500 | `corrupt_data` | the stored cart cannot be decoded (logged; other carts are served) |
 //! | 503 | `overloaded` / `storage_unavailable` / `causal_wait_timeout` / `shutting_down` | with `Retry-After` |
 //! | 504 | `timeout` | the request did not finish within `request_timeout_ms`; nothing was applied |

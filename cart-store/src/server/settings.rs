@@ -34,6 +34,9 @@ pub struct ConnectionLimits {
     /// A request's head must arrive within this, counted from its first byte (the first
     /// request's from the accept); a slower connection is closed without an answer.
     pub header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger one is answered
+    /// 431 by hyper and the connection closed. It bounds each connection's read buffer.
+    pub head_bytes_max: usize,
     /// A kept-alive connection with no request in flight is closed after this.
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for open requests before closing their connections.
@@ -47,6 +50,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             connections_max: defaults::http_connections_max(),
             header_timeout: Duration::from_millis(defaults::http_header_timeout_ms()),
+            head_bytes_max: defaults::http_head_bytes_max(),
             idle_timeout: Duration::from_millis(defaults::http_idle_timeout_ms()),
             shutdown_timeout: Duration::from_millis(defaults::shutdown_timeout_ms()),
         }
