@@ -16,6 +16,11 @@
 //! | `write_batch_max` | 256 | most requests in one group-committed batch |
 //! | `write_queue_max` | 4096 | pending writes before 503 |
 //! | `causal_wait_ms` | 1000 | how long a request waits for its `Causal-Token` |
+//! | `http_connections_max` | 1024 | open HTTP connections; more are answered 503 and closed |
+//! | `http_header_timeout_ms` | 10000 | a request's head must arrive within this, from its first byte (or from the accept) |
+//! | `http_head_bytes_max` | 65536 | largest request head (request line and headers); 431 beyond |
+//! | `http_idle_timeout_ms` | 75000 | a kept-alive connection with no request in flight is closed after this |
+//! | `shutdown_timeout_ms` | 10000 | how long SIGTERM waits for open requests before closing their connections |
 //!
 //! `cart-store/config/example.toml` shows every key with its default. Relative paths are
 //! relative to the process's working directory.
@@ -107,6 +112,21 @@ pub struct Config {
     /// How long a request waits for the position its `Causal-Token` names, in ms.
     #[serde(default = "defaults::causal_wait_ms")]
     pub causal_wait_ms: u64,
+    /// Most open HTTP connections; more are answered 503 and closed.
+    #[serde(default = "defaults::http_connections_max")]
+    pub http_connections_max: usize,
+    /// How long a request's head may take to arrive, in ms.
+    #[serde(default = "defaults::http_header_timeout_ms")]
+    pub http_header_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes.
+    #[serde(default = "defaults::http_head_bytes_max")]
+    pub http_head_bytes_max: usize,
+    /// How long a kept-alive connection may sit idle between requests, in ms.
+    #[serde(default = "defaults::http_idle_timeout_ms")]
+    pub http_idle_timeout_ms: u64,
+    /// How long a graceful shutdown waits for open requests, in ms.
+    #[serde(default = "defaults::shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
     #[serde(skip)]
     unknown: Vec<String>,
 }
@@ -131,6 +151,11 @@ const KNOWN_KEYS: &[&str] = &[
     "write_batch_max",
     "write_queue_max",
     "causal_wait_ms",
+    "http_connections_max",
+    "http_header_timeout_ms",
+    "http_head_bytes_max",
+    "http_idle_timeout_ms",
+    "shutdown_timeout_ms",
 ];
 
 /// The default of every defaulted key, written once: the config, [`ServerSettings`]'s
@@ -167,6 +192,21 @@ pub mod defaults {
     }
     pub fn causal_wait_ms() -> u64 {
         1000
+    }
+    pub fn http_connections_max() -> usize {
+        1024
+    }
+    pub fn http_header_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn http_head_bytes_max() -> usize {
+        64 * 1024
+    }
+    pub fn http_idle_timeout_ms() -> u64 {
+        75_000
+    }
+    pub fn shutdown_timeout_ms() -> u64 {
+        10_000
     }
 }
 
@@ -259,27 +299,21 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
-        if !crate::validate::is_id(&self.region) {
-            return invalid(
-                "region",
-                "must be 1-128 characters of [A-Za-z0-9._:-], e.g. \"virginia\"",
-            );
+    /// The HTTP connection limits and timers.
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            connections_max: self.http_connections_max,
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            head_bytes_max: self.http_head_bytes_max,
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         }
-        if self.node_id == 0 {
-            return invalid("node_id", "must be a positive integer, unique per node");
-        }
-        if self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty");
-        }
+    }
+
+    /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 13] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
-        let ranges: [(&'static str, u64, u64, u64); 8] = [
+        [
             (
                 "cart_bytes_max",
                 self.cart_bytes_max as u64,
@@ -303,8 +337,59 @@ impl Config {
             ),
             ("write_batch_max", self.write_batch_max as u64, 1, 65_536),
             ("write_queue_max", self.write_queue_max as u64, 1, 1_000_000),
-        ];
-        for (key, v, lo, hi) in ranges {
+            (
+                "http_connections_max",
+                self.http_connections_max as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "http_header_timeout_ms",
+                self.http_header_timeout_ms,
+                1,
+                3_600_000,
+            ),
+            (
+                "http_head_bytes_max",
+                self.http_head_bytes_max as u64,
+                8192,
+                1 << 20,
+            ),
+            (
+                "http_idle_timeout_ms",
+                self.http_idle_timeout_ms,
+                1,
+                3_600_000,
+            ),
+            (
+                "shutdown_timeout_ms",
+                self.shutdown_timeout_ms,
+                0,
+                3_600_000,
+            ),
+        ]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !crate::validate::is_id(&self.region) {
+            return invalid(
+                "region",
+                "must be 1-128 characters of [A-Za-z0-9._:-], e.g. \"virginia\"",
+            );
+        }
+        if self.node_id == 0 {
+            return invalid("node_id", "must be a positive integer, unique per node");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        for (key, v, lo, hi) in self.ranges() {
             if v < lo || v > hi {
                 return invalid(key, &format!("is {v}; allowed {lo}..={hi}"));
             }
@@ -397,6 +482,15 @@ address = "127.0.0.1:9081"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let c = Config::load(&path).unwrap();
         assert!(c.unknown_keys().is_empty(), "{:?}", c.unknown_keys());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in KNOWN_KEYS {
+            let shown = text.lines().any(|l| {
+                l.starts_with(&format!("{key} ="))
+                    || l == format!("[{key}]")
+                    || l == format!("[[{key}]]")
+            });
+            assert!(shown, "example.toml does not show `{key}`");
+        }
         let minimal = Config::parse(MINIMAL).unwrap();
         assert_eq!(
             (
@@ -412,6 +506,22 @@ address = "127.0.0.1:9081"
                 minimal.cart_lines_max,
                 minimal.request_timeout_ms,
                 minimal.cart_bytes_max
+            )
+        );
+        assert_eq!(
+            (
+                c.http_connections_max,
+                c.http_header_timeout_ms,
+                c.http_head_bytes_max,
+                c.http_idle_timeout_ms,
+                c.shutdown_timeout_ms
+            ),
+            (
+                minimal.http_connections_max,
+                minimal.http_header_timeout_ms,
+                minimal.http_head_bytes_max,
+                minimal.http_idle_timeout_ms,
+                minimal.shutdown_timeout_ms
             )
         );
         assert_eq!(

@@ -547,6 +547,17 @@ async fn request_ids_are_echoed_or_generated() {
     let r = a.send("GET", "/nope", None).await;
     let second = r.headers["x-request-id"].to_str().unwrap();
     assert_ne!(second, first, "generated ids are unique");
+    // An id that could flood or forge a log line is replaced, not echoed.
+    for bad in ["a b".to_owned(), "k".repeat(65), "x\ty".to_owned()] {
+        let req = Request::builder()
+            .uri("/health")
+            .header("x-request-id", bad.as_str())
+            .body(Body::empty())
+            .unwrap();
+        let got = a.call(req).await.headers["x-request-id"].clone();
+        assert_ne!(got, bad.as_str());
+        assert!(got.to_str().unwrap().split_once('-').is_some(), "{got:?}");
+    }
 }
 
 #[tokio::test]
@@ -677,11 +688,15 @@ impl Storage for GatedStorage {
 }
 
 fn gated_app(write_queue_max: usize) -> (App, GatedStorage) {
+    let mut s = settings();
+    s.write_queue_max = write_queue_max;
+    gated_app_with(s)
+}
+
+fn gated_app_with(s: ServerSettings) -> (App, GatedStorage) {
     let storage = GatedStorage::default();
     let dyn_storage: Arc<dyn Storage> = Arc::new(storage.clone());
     let node = Node::open(dyn_storage, SystemClock, NodeConfig::new(ReplicaId(1))).unwrap();
-    let mut s = settings();
-    s.write_queue_max = write_queue_max;
     let server = Server::with_node(node, s);
     let app = App {
         router: server.router(),
@@ -743,4 +758,40 @@ async fn a_failing_disk_is_503_and_nothing_is_applied() {
         r.body["token"], "v1:1=1",
         "the failed write used no sequence number"
     );
+}
+
+/// The writer holds the first write at the storage gate (taken into a batch) while the
+/// second waits in the queue; both pass their deadline. The queued one is answered 504 and
+/// never applied; the taken one answers 200 once its commit ends, late rather than 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_504_is_never_applied_and_a_committing_write_answers_late() {
+    let mut s = settings();
+    s.request_timeout = Duration::from_millis(200);
+    let (a, gate) = gated_app_with(s);
+    gate.set(|g| g.closed = true);
+    let r1 = a.router.clone();
+    let first = tokio::spawn(async move { r1.oneshot(add_request()).await.unwrap() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gate.waiting() == 0 {
+        assert!(std::time::Instant::now() < deadline, "writer never wrote");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = error(&a.call(add_request()).await, 504, "timeout");
+    assert!(m.contains("nothing was applied"), "{m}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!first.is_finished(), "the taken write waits for its commit");
+    gate.set(|g| g.closed = false);
+    assert_eq!(first.await.unwrap().status(), 200);
+    let r = a.send("GET", "/carts/c", None).await;
+    assert_eq!(lines(&r), json!([{"sku": "a", "quantity": 1}]));
+    let want = "cart_store_writes_expired_total 1";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = a.send("GET", "/metrics", None).await.text;
+        if metrics.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(metrics.contains(want), "{metrics}");
 }

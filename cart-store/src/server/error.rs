@@ -25,6 +25,19 @@ impl ApiError {
         }
     }
 
+    /// 504: the request's deadline passed before it finished; nothing was applied.
+    pub(super) fn timeout(timeout: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the request did not finish within {} ms (config key request_timeout_ms) and \
+                 nothing was applied; retry it",
+                timeout.as_millis()
+            ),
+        )
+    }
+
     pub(super) fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self

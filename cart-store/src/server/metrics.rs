@@ -1,4 +1,9 @@
-//! [`Metrics`]: the node's Prometheus registry. Every label has bounded cardinality.
+//! [`Metrics`]: the node's Prometheus registry.
+//!
+//! Every label has bounded cardinality, whatever clients send: `route` is the matched route
+//! template or `unmatched`, `method` is one of the nine standard methods or `other`, and
+//! `status` is the numeric status code, of which the `http` crate allows only 100–999 (and
+//! this server sends a fixed few).
 
 use meridian_clocks::PhysicalClock;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,8 +20,39 @@ use crate::storage::Storage;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct HttpLabels {
     pub(super) route: String,
-    pub(super) method: String,
-    pub(super) status: String,
+    pub(super) method: &'static str,
+    pub(super) status: u16,
+}
+
+/// The `method` label: a standard method's name, or `other` for any extension method, so
+/// that clients cannot create series by inventing methods.
+pub(super) fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|m| *m == method)
+        .map_or("other", |m| match *m {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::PATCH => "PATCH",
+            Method::OPTIONS => "OPTIONS",
+            Method::CONNECT => "CONNECT",
+            _ => "TRACE",
+        })
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -38,6 +74,9 @@ pub struct Metrics {
     log_len: Gauge,
     applied_seq: Gauge,
     pub(super) idempotency_expired: Counter,
+    pub(super) writes_expired: Counter,
+    pub(super) http_connections_open: Gauge,
+    pub(super) http_connections_refused: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,6 +99,9 @@ impl Metrics {
             log_len: Gauge::default(),
             applied_seq: Gauge::default(),
             idempotency_expired: Counter::default(),
+            writes_expired: Counter::default(),
+            http_connections_open: Gauge::default(),
+            http_connections_refused: Counter::default(),
         };
         m.register(&mut r);
         Metrics {
@@ -113,6 +155,21 @@ impl Metrics {
             "cart_store_idempotency_expired",
             "Idempotency records deleted after their TTL",
             self.idempotency_expired.clone(),
+        );
+        r.register(
+            "cart_store_writes_expired",
+            "Writes dropped unapplied because their request's deadline had passed (answered 504)",
+            self.writes_expired.clone(),
+        );
+        r.register(
+            "cart_store_http_connections_open",
+            "Open HTTP connections (at most http_connections_max)",
+            self.http_connections_open.clone(),
+        );
+        r.register(
+            "cart_store_http_connections_refused",
+            "HTTP connections refused beyond http_connections_max",
+            self.http_connections_refused.clone(),
         );
     }
 

@@ -11,7 +11,8 @@
 //! |---|---|
 //! | `settings` | [`ServerSettings`], the HTTP part of the config |
 //! | `metrics` | [`Metrics`], the Prometheus registry |
-//! | `writer` | the writer thread (group commit) and the queue in front of it |
+//! | `conn` | the accept loop: connection limit, header and idle timeouts, bounded shutdown |
+//! | `writer` | the writer thread (group commit), the queue in front of it, request deadlines |
 //! | `error` | [`ApiError`] and how the write path's errors map to statuses and codes |
 //! | `routes` | the router, its handlers and middleware |
 //! | `parse` | path parameters, headers and JSON bodies |
@@ -31,9 +32,15 @@
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Every success carries a `Causal-Token` header equal to the body's `token` (see
-//! [`CausalToken`](crate::token::CausalToken)). Every response echoes `X-Request-Id` (generated when absent), which
-//! also tags the request's tracing span. A replayed idempotent answer carries
-//! `Idempotent-Replayed: true`.
+//! [`CausalToken`](crate::token::CausalToken)). Every response echoes the client's
+//! `X-Request-Id` if it is 1–64 characters of `[A-Za-z0-9._:-]`, and otherwise (absent,
+//! longer, other characters) a generated one; the id tags the request's tracing span. A
+//! replayed idempotent answer carries `Idempotent-Replayed: true`.
+//!
+//! Connections are limited too (see `conn`): at most `http_connections_max` open (more are
+//! answered 503 `overloaded` and closed), a request head must arrive within
+//! `http_header_timeout_ms`, a kept-alive connection idle for `http_idle_timeout_ms` is
+//! closed, and a graceful shutdown waits at most `shutdown_timeout_ms` for open requests.
 //!
 //! Errors are `{"error":{"code","message"}}`:
 //!
@@ -46,15 +53,22 @@
 //! | 405 | `method_not_allowed` | the route exists, the method does not |
 //! | 409 | `empty_cart` | checkout of an empty cart |
 //! | 409 | `cart_full` | a new line beyond `cart_lines_max` |
+//! | 409 | `line_full` | an add that would take the line past 10,000 |
 //! | 409 | `cart_too_large` | the encoded cart would exceed `cart_bytes_max` |
-//! | 413 | `body_too_large` | a body beyond `body_bytes_max` |
-//! | 415 | `unsupported_media_type` | a body without `Content-Type: application/json` |
+//! | 413 | `body_too_large` | a body beyond `body_bytes_max` (judged from `Content-Length` at once, when it is sent) |
+//! | 415 | `unsupported_media_type` | a body without `Content-Type: application/json`, or with a `Content-Encoding` other than `identity` |
 //! | 422 | `invalid_body` | unknown or missing field, wrong type, a number that does not fit |
 //! | 422 | `invalid_quantity` | quantity outside 1–10000 (add) or 0–10000 (set) |
 //! | 422 | `idempotency_key_reused` | the key was used for a different request |
+//! | 431 | (no body) | a request head beyond `http_head_bytes_max` (hyper's own answer; the connection is closed) |
 //! | 500 | `corrupt_data` | the stored cart cannot be decoded (logged; other carts are served) |
 //! | 503 | `overloaded` / `storage_unavailable` / `causal_wait_timeout` / `shutting_down` | with `Retry-After` |
-//! | 504 | `timeout` | the request exceeded `request_timeout_ms` (a write may still apply) |
+//! | 504 | `timeout` | the request did not finish within `request_timeout_ms`; nothing was applied |
+//!
+//! A 504 means "not applied": the writer takes a write into a batch only before its
+//! request's deadline, and drops it unapplied after. A write the writer has already taken
+//! into the batch it is committing when the deadline passes is not cut off: it answers
+//! with its own result once that commit ends, late rather than 504.
 
 use crate::config::Config;
 use crate::node::{Node, OpenError};
@@ -67,6 +81,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use tokio::sync::watch;
 
+mod conn;
 mod error;
 mod metrics;
 mod parse;
@@ -77,7 +92,8 @@ mod writer;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use parse::BODY_DRAIN_BYTES_MAX;
-pub use settings::ServerSettings;
+pub use routes::REQUEST_ID_BYTES_MAX;
+pub use settings::{ConnectionLimits, ServerSettings};
 pub use writer::{IDEMPOTENCY_SWEEP_INTERVAL, IDEMPOTENCY_SWEEP_MAX};
 
 use writer::{Msg, Writer};
@@ -207,16 +223,17 @@ impl Server {
         routes::router(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes in-flight requests,
-    /// stops the writer and flushes storage.
+    /// Serves on `listener` until `shutdown` completes; then stops accepting, lets open
+    /// requests finish for up to `shutdown_timeout`, closes the connections left, stops the
+    /// writer after the writes it has queued, and flushes storage.
     pub async fn run(
         mut self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let limits = self.state.settings.connections.clone();
+        let metrics = self.state.metrics.clone();
+        conn::serve(listener, self.router(), limits, metrics, shutdown).await;
         self.stop()
     }
 

@@ -2,7 +2,7 @@
 //! `Idempotency-Key` and `Causal-Token` headers, and JSON bodies within `body_bytes_max`.
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, ServerSettings};
 use crate::node::Idempotency;
 use crate::token::CausalToken;
 use crate::validate::{CartId, IdempotencyKey, Sku};
@@ -13,8 +13,10 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use std::time::Duration;
 
-/// Largest body read (and discarded) to answer 413 cleanly; larger ones are cut off.
+/// Most bytes of a refused body read (and discarded) so that the client reads the answer;
+/// the connection is closed past it.
 pub const BODY_DRAIN_BYTES_MAX: usize = 64 << 20;
 
 /// The raw (not percent-decoded) text of the path parameter `name`: the segment of the
@@ -153,12 +155,10 @@ fn causal_wait_timeout(state: &AppState, own: u64, foreign: Option<(u64, u64)>) 
     .retry_after(1)
 }
 
-/// Reads the body, refusing it (413) past `limit` but draining up to
-/// [`BODY_DRAIN_BYTES_MAX`] so the client reads the answer.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the body, refusing it (413) as soon as it passes `limit`.
+async fn read_body(body: Body, limit: usize, drain_for: Duration) -> Result<Bytes, ApiError> {
     let mut body = body;
     let mut buf = Vec::new();
-    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             ApiError::new(
@@ -168,18 +168,43 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             )
         })?;
         if let Ok(data) = frame.into_data() {
-            total = total.saturating_add(data.len());
-            if total <= limit {
-                buf.extend_from_slice(&data);
-            } else if total > BODY_DRAIN_BYTES_MAX {
+            if buf.len() + data.len() > limit {
+                discard(body, drain_for);
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and discards the rest of a refused body in the background, so that a client still
+/// sending it reads the answer rather than a reset: at most [`BODY_DRAIN_BYTES_MAX`] bytes
+/// for at most `drain_for`. The answer does not wait for it, so a body that never comes
+/// delays nothing.
+fn discard(body: Body, drain_for: Duration) {
+    let drain = async move {
+        let mut body = body;
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            total = total.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
+            if total > BODY_DRAIN_BYTES_MAX {
                 break;
             }
         }
+    };
+    tokio::spawn(tokio::time::timeout(drain_for, drain));
+}
+
+/// Refuses a body without reading it: a client waiting for `100 Continue` never gets it
+/// (and never sends the body); any other body is [discarded](discard).
+fn refuse_body(headers: &HeaderMap, body: Body, drain_for: Duration) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue {
+        discard(body, drain_for);
     }
-    if total > limit {
-        return Err(too_large(limit));
-    }
-    Ok(Bytes::from(buf))
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -190,26 +215,41 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Checks the content type and size, and reads the body.
+/// Checks the declared size, the encoding and the content type, and reads the body. A
+/// refusal answers at once, without waiting for the body.
 pub(super) async fn json_bytes(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    settings: &ServerSettings,
 ) -> Result<Bytes, ApiError> {
+    let (limit, drain_for) = (settings.body_bytes_max, settings.request_timeout);
+    let refused = check_body_headers(headers, limit);
+    if let Err(e) = refused {
+        refuse_body(headers, body, drain_for);
+        return Err(e);
+    }
+    read_body(body, limit, drain_for).await
+}
+
+/// Refuses a body by its headers alone: a `Content-Length` past `limit` (413), a
+/// `Content-Encoding` other than `identity` (415), a `Content-Type` other than JSON (415).
+fn check_body_headers(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        // A client waiting for `100 Continue` gets the 413 without sending the body;
-        // otherwise drain what is cheap to drain, so it reads the 413 rather than a reset.
-        let expects_continue = headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects_continue {
-            let _ = read_body(body, limit).await;
-        }
         return Err(too_large(limit));
+    }
+    for encoding in headers.get_all(header::CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(encoding.as_bytes());
+        let unsupported = text
+            .split(',')
+            .map(str::trim)
+            .find(|e| !e.eq_ignore_ascii_case("identity"));
+        if let Some(e) = unsupported {
+            return Err(unsupported_encoding(e));
+        }
     }
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -217,10 +257,21 @@ pub(super) async fn json_bytes(
         .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
-        let _ = read_body(body, limit).await;
         return Err(unsupported_content_type(ct));
     }
-    read_body(body, limit).await
+    Ok(())
+}
+
+fn unsupported_encoding(encoding: &str) -> ApiError {
+    let shown: String = encoding.chars().take(40).collect();
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "Content-Encoding {shown:?} is not supported; send the body unencoded (no \
+             Content-Encoding, or identity)"
+        ),
+    )
 }
 
 fn unsupported_content_type(ct: &str) -> ApiError {

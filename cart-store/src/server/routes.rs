@@ -2,18 +2,18 @@
 //! metrics, the JSON error shape, the request deadline).
 
 use super::error::ApiError;
-use super::metrics::HttpLabels;
+use super::metrics::{method_label, HttpLabels};
 use super::parse::{
     await_token, idempotency, json_bytes, parse_json, AddBody, CartPath, ItemPath, SetBody,
 };
-use super::writer::submit;
+use super::writer::{submit, Deadline};
 use super::AppState;
 use crate::config::Durability;
 use crate::node::{self, Applied, Op};
 use crate::token::CausalToken;
 use crate::validate::{CartId, Increment, Quantity, Sku};
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Extension, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -44,7 +44,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
-            with_timeout(timeout, req, next)
+            with_deadline(timeout, req, next)
         }))
         .layer(middleware::from_fn(json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -64,7 +64,36 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+        .layer(middleware::from_fn(refuse_bad_request_id))
         .with_state(state)
+}
+
+/// Longest `X-Request-Id` echoed; a longer one is replaced by a generated id.
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// `true` for a request id this node echoes and logs: 1–64 characters of
+/// `[A-Za-z0-9._:-]`, so it can neither flood a log line nor forge log fields.
+fn is_request_id(v: &[u8]) -> bool {
+    (1..=REQUEST_ID_BYTES_MAX).contains(&v.len())
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Removes a client's `X-Request-Id` that is not [a request id](is_request_id) (or that
+/// comes more than once), so the next layer generates a fresh one.
+async fn refuse_bad_request_id(mut req: Request, next: Next) -> Response {
+    let ids = req.headers().get_all("x-request-id");
+    let mut ids = ids.iter();
+    let good = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_request_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !good {
+        tracing::debug!("refused the client's X-Request-Id; generating one");
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 fn request_span(req: &Request) -> tracing::Span {
@@ -107,19 +136,22 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!(
-                "the request did not finish within {} ms; a write may still be applied, so \
-                 retry with the same Idempotency-Key",
-                timeout.as_millis()
-            ),
-        )
-        .into_response(),
+/// Gives the request a [`Deadline`] `timeout` from now. At the deadline the request is
+/// answered 504 unless the writer has already taken its write into a batch; then the
+/// write's own answer follows the commit.
+async fn with_deadline(timeout: Duration, mut req: Request, next: Next) -> Response {
+    let deadline = Deadline::after(timeout);
+    req.extensions_mut().insert(deadline.clone());
+    let mut answer = std::pin::pin!(next.run(req));
+    tokio::select! {
+        resp = answer.as_mut() => resp,
+        () = tokio::time::sleep(timeout) => {
+            if deadline.abandon() {
+                deadline.expired().into_response()
+            } else {
+                answer.await
+            }
+        }
     }
 }
 
@@ -159,13 +191,13 @@ async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     let labels = HttpLabels {
         route,
         method,
-        status: resp.status().as_u16().to_string(),
+        status: resp.status().as_u16(),
     };
     state.metrics.http_requests.get_or_create(&labels).inc();
     state
@@ -257,7 +289,7 @@ fn reply_response(applied: Applied) -> Response {
 /// then the writer.
 async fn write(
     state: Arc<AppState>,
-    (method, uri, headers): (Method, Uri, HeaderMap),
+    (method, uri, headers, deadline): (Method, Uri, HeaderMap, Deadline),
     cart: CartId,
     op: Op,
     body: &[u8],
@@ -269,7 +301,7 @@ async fn write(
         op,
         idempotency,
     };
-    Ok(reply_response(submit(&state, req).await?))
+    Ok(reply_response(submit(&state, req, deadline).await?))
 }
 
 async fn get_cart(
@@ -298,15 +330,16 @@ async fn add_item(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    Extension(deadline): Extension<Deadline>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = json_bytes(&headers, body, state.settings.body_bytes_max).await?;
+    let bytes = json_bytes(&headers, body, &state.settings).await?;
     let b: AddBody = parse_json(&bytes, r#"{"sku": "book-1", "quantity": 2}"#)?;
     let op = Op::Add {
         sku: Sku::parse(&b.sku)?,
         quantity: Increment::new(b.quantity)?,
     };
-    write(state, (method, uri, headers), cart, op, &bytes).await
+    write(state, (method, uri, headers, deadline), cart, op, &bytes).await
 }
 
 async fn set_item(
@@ -315,15 +348,16 @@ async fn set_item(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    Extension(deadline): Extension<Deadline>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = json_bytes(&headers, body, state.settings.body_bytes_max).await?;
+    let bytes = json_bytes(&headers, body, &state.settings).await?;
     let b: SetBody = parse_json(&bytes, r#"{"quantity": 3}"#)?;
     let op = Op::Set {
         sku,
         quantity: Quantity::new(b.quantity)?,
     };
-    write(state, (method, uri, headers), cart, op, &bytes).await
+    write(state, (method, uri, headers, deadline), cart, op, &bytes).await
 }
 
 async fn remove_item(
@@ -332,9 +366,10 @@ async fn remove_item(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    Extension(deadline): Extension<Deadline>,
 ) -> Result<Response, ApiError> {
     let op = Op::Remove { sku };
-    write(state, (method, uri, headers), cart, op, &[]).await
+    write(state, (method, uri, headers, deadline), cart, op, &[]).await
 }
 
 async fn clear_cart(
@@ -343,8 +378,16 @@ async fn clear_cart(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    Extension(deadline): Extension<Deadline>,
 ) -> Result<Response, ApiError> {
-    write(state, (method, uri, headers), cart, Op::Clear, &[]).await
+    write(
+        state,
+        (method, uri, headers, deadline),
+        cart,
+        Op::Clear,
+        &[],
+    )
+    .await
 }
 
 async fn checkout(
@@ -353,6 +396,14 @@ async fn checkout(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    Extension(deadline): Extension<Deadline>,
 ) -> Result<Response, ApiError> {
-    write(state, (method, uri, headers), cart, Op::Checkout, &[]).await
+    write(
+        state,
+        (method, uri, headers, deadline),
+        cart,
+        Op::Checkout,
+        &[],
+    )
+    .await
 }

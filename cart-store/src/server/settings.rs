@@ -22,6 +22,39 @@ pub struct ServerSettings {
     pub causal_wait: Duration,
     /// Configured peer regions (not contacted yet).
     pub peers: Vec<String>,
+    /// The HTTP connection limit and the connection timers.
+    pub connections: ConnectionLimits,
+}
+
+/// Limits on HTTP connections (rather than requests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most open connections; a connection beyond it is answered `503 overloaded` and closed.
+    pub connections_max: usize,
+    /// A request's head must arrive within this, counted from its first byte (the first
+    /// request's from the accept); a slower connection is closed without an answer.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger one is answered
+    /// 431 by hyper and the connection closed. It bounds each connection's read buffer.
+    pub head_bytes_max: usize,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// How long a graceful shutdown waits for open requests before closing their connections.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// The config's defaults.
+    fn default() -> Self {
+        use crate::config::defaults;
+        ConnectionLimits {
+            connections_max: defaults::http_connections_max(),
+            header_timeout: Duration::from_millis(defaults::http_header_timeout_ms()),
+            head_bytes_max: defaults::http_head_bytes_max(),
+            idle_timeout: Duration::from_millis(defaults::http_idle_timeout_ms()),
+            shutdown_timeout: Duration::from_millis(defaults::shutdown_timeout_ms()),
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -37,6 +70,7 @@ impl Default for ServerSettings {
             write_queue_max: defaults::write_queue_max(),
             causal_wait: Duration::from_millis(defaults::causal_wait_ms()),
             peers: vec![],
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -53,6 +87,7 @@ impl ServerSettings {
             write_queue_max: c.write_queue_max,
             causal_wait: Duration::from_millis(c.causal_wait_ms),
             peers: c.peers.iter().map(|p| p.region.clone()).collect(),
+            connections: c.connection_limits(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::node::{self, Applied, Node, NodeError};
 use crate::storage::{Storage, StorageError};
 use axum::http::StatusCode;
 use meridian_clocks::PhysicalClock;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +21,61 @@ pub const IDEMPOTENCY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Most idempotency records examined per sweep.
 pub const IDEMPOTENCY_SWEEP_MAX: usize = 10_000;
 
+/// A request's deadline, and the race it settles: the writer may take the request's write
+/// into a batch only before the deadline, and the deadline may abandon the request only
+/// before the writer has taken it. So a 504 means "not applied", and a write already in a
+/// committing batch answers with its result, late.
+#[derive(Clone, Debug)]
+pub(super) struct Deadline {
+    at: Instant,
+    timeout: Duration,
+    claim: Arc<AtomicU8>,
+}
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Deadline {
+    /// The deadline `timeout` from now.
+    pub(super) fn after(timeout: Duration) -> Self {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+            claim: Arc::new(AtomicU8::new(QUEUED)),
+        }
+    }
+
+    /// The answer to a request abandoned at its deadline.
+    pub(super) fn expired(&self) -> ApiError {
+        ApiError::timeout(self.timeout)
+    }
+
+    /// The deadline has passed: abandons the request unless the writer has taken its write.
+    /// `true` when the request is abandoned (and its write never applied).
+    pub(super) fn abandon(&self) -> bool {
+        let swapped =
+            self.claim
+                .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        swapped.unwrap_or_else(|now| now) != TAKEN
+    }
+
+    /// The writer takes the write into a batch: `false` if the deadline has passed (the
+    /// request is then abandoned) or the request was abandoned already.
+    fn take(&self, now: Instant) -> bool {
+        let to = if now >= self.at { ABANDONED } else { TAKEN };
+        let swapped = self
+            .claim
+            .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire);
+        swapped.is_ok() && to == TAKEN
+    }
+}
+
 /// One queued write and where its answer goes.
 pub(super) struct Job {
     req: node::WriteRequest,
-    reply: oneshot::Sender<Result<Applied, NodeError>>,
+    deadline: Deadline,
+    reply: oneshot::Sender<Result<Applied, ApiError>>,
 }
 
 /// What the writer's queue carries.
@@ -81,8 +133,25 @@ impl Writer {
         jobs
     }
 
+    /// Answers the jobs whose deadline has passed (or whose request was abandoned) with a
+    /// 504, unapplied, and returns the rest.
+    fn drop_expired(&self, jobs: Vec<Job>) -> Vec<Job> {
+        let now = Instant::now();
+        let (live, expired): (Vec<_>, Vec<_>) =
+            jobs.into_iter().partition(|j| j.deadline.take(now));
+        for job in expired {
+            self.metrics.writes_expired.inc();
+            let _ = job.reply.send(Err(job.deadline.expired()));
+        }
+        live
+    }
+
     /// Applies and commits one batch, and answers each job.
     fn commit<C: PhysicalClock>(&self, node: &mut Node<Arc<dyn Storage>, C>, jobs: Vec<Job>) {
+        let jobs = self.drop_expired(jobs);
+        if jobs.is_empty() {
+            return;
+        }
         let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
         let n = reqs.len();
         let before = node.last_seq();
@@ -106,8 +175,8 @@ impl Writer {
             {
                 tracing::error!(error = %e, "write failed");
             }
-            // The client may have gone (timeout); the write stands regardless.
-            let _ = reply.send(result);
+            // A taken write's request waits for this answer, even past its deadline.
+            let _ = reply.send(result.map_err(ApiError::from));
         }
     }
 
@@ -121,10 +190,20 @@ impl Writer {
     }
 }
 
-/// Queues `req` for the writer and waits for its answer.
-pub(super) async fn submit(state: &AppState, req: node::WriteRequest) -> Result<Applied, ApiError> {
+/// Queues `req` for the writer and waits for its answer. The writer drops it unapplied if
+/// `deadline` passes first.
+pub(super) async fn submit(
+    state: &AppState,
+    req: node::WriteRequest,
+    deadline: Deadline,
+) -> Result<Applied, ApiError> {
     let (tx, rx) = oneshot::channel();
-    match state.writer.try_send(Msg::Write(Job { req, reply: tx })) {
+    let job = Job {
+        req,
+        deadline,
+        reply: tx,
+    };
+    match state.writer.try_send(Msg::Write(job)) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             return Err(ApiError::new(
