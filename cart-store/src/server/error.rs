@@ -76,6 +76,10 @@ impl From<NodeError> for ApiError {
                 tracing::error!(error = %msg, "corrupt stored data");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data", msg)
             }
+            NodeError::DotsExhausted(_) => {
+                tracing::error!(error = %msg, "node id exhausted its dots; retire it");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dots_exhausted", msg)
+            }
             NodeError::Storage(_) => {
                 tracing::error!(error = %msg, "storage failure");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", msg)

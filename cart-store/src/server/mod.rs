@@ -62,6 +62,7 @@
 //! | 422 | `idempotency_key_reused` | the key was used for a different request |
 //! | 431 | (no body) | a request head beyond `http_head_bytes_max` (hyper's own answer; the connection is closed) |
 //! | 500 | `corrupt_data` | the stored cart cannot be decoded (logged; other carts are served) |
+//! | 500 | `dots_exhausted` | this node id used every dot it may in the cart: retire it |
 //! | 503 | `overloaded` / `storage_unavailable` / `causal_wait_timeout` / `shutting_down` | with `Retry-After` |
 //! | 504 | `timeout` | the request did not finish within `request_timeout_ms`; nothing was applied |
 //!
@@ -75,7 +76,7 @@ use crate::node::{Node, OpenError};
 use crate::storage::{Storage, StorageError, StorageErrorKind};
 use crate::RocksStorage;
 use axum::Router;
-use meridian_clocks::{PhysicalClock, SystemClock};
+use meridian_clocks::{PhysicalClock, ReplicaId, SystemClock};
 use std::future::Future;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -138,7 +139,7 @@ pub enum ServeError {
 struct AppState {
     storage: Arc<dyn Storage>,
     settings: ServerSettings,
-    node_id: u64,
+    node_id: ReplicaId,
     writer: SyncSender<Msg>,
     applied: watch::Receiver<u64>,
     metrics: Metrics,
@@ -190,7 +191,7 @@ impl Server {
         let (applied_tx, applied_rx) = watch::channel(node.last_seq());
         let state = Arc::new(AppState {
             storage: node.storage().clone(),
-            node_id: node.config().node_id.0,
+            node_id: node.config().node_id,
             settings: settings.clone(),
             writer: tx,
             applied: applied_rx,

@@ -11,6 +11,7 @@ use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
+use meridian_clocks::ReplicaId;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::time::Duration;
@@ -135,9 +136,9 @@ pub(super) async fn await_token(state: &AppState, headers: &HeaderMap) -> Result
     }
 }
 
-fn causal_wait_timeout(state: &AppState, own: u64, foreign: Option<(u64, u64)>) -> ApiError {
+fn causal_wait_timeout(state: &AppState, own: u64, foreign: Option<(ReplicaId, u64)>) -> ApiError {
     let message = match foreign {
-        Some((n, s)) => format!(
+        Some((ReplicaId(n), s)) => format!(
             "this node has not received node {n}'s writes up to {s} (replication is \
              not running); retry later or read from the region that wrote them"
         ),

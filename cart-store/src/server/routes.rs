@@ -232,7 +232,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     let body = serde_json::json!({
         "status": "ok",
         "region": state.settings.region,
-        "node_id": state.node_id,
+        "node_id": state.node_id.0,
         "durability": match state.settings.durability {
             Durability::Process => "process",
             Durability::Fsync => "fsync",
@@ -246,7 +246,7 @@ async fn replication(State(state): State<Arc<AppState>>) -> Response {
     let seq = *state.applied.borrow();
     let body = serde_json::json!({
         "region": state.settings.region,
-        "node_id": state.node_id,
+        "node_id": state.node_id.0,
         "token": CausalToken::single(state.node_id, seq).to_string(),
         "peers": [],
         "configured_peers": state.settings.peers,
