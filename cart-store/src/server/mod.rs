@@ -69,6 +69,7 @@ use tokio::sync::watch;
 
 mod error;
 mod metrics;
+pub mod openapi;
 mod parse;
 mod routes;
 mod settings;
