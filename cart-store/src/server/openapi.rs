@@ -17,6 +17,7 @@
 
 use super::parse::{AddBody, SetBody};
 use crate::node::{CartView, LineView, OrderView};
+use crate::token::TOKEN_BYTES_MAX;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 /// `[A-Za-z0-9._:-]`, never `.` or `..` (see [`crate::validate`]).
 pub const ID_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$";
 
-/// The syntax of a `Causal-Token`: `v1:` and one or more `node=seq`, nodes increasing.
-pub const CAUSAL_TOKEN_PATTERN: &str = r"^v1:[0-9]{1,20}=[0-9]{1,20}(,[0-9]{1,20}=[0-9]{1,20})*$";
+/// The syntax of a `Causal-Token`: `v1:` and 1–64 `node=seq` entries (decimal `u64`s; 19
+/// digits always fit), at most 2048 bytes. Nodes must also be strictly increasing, which a
+/// pattern cannot say: the parameter's description does.
+pub const CAUSAL_TOKEN_PATTERN: &str =
+    r"^v1:[0-9]{1,19}=[0-9]{1,19}(,[0-9]{1,19}=[0-9]{1,19}){0,63}$";
 
 /// The syntax of an `Idempotency-Key`: 1–255 visible ASCII characters.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
@@ -241,9 +245,11 @@ pub struct CommonHeaders;
 impl Modify for CommonHeaders {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let string = |pattern: &str| {
+            let max = (pattern == CAUSAL_TOKEN_PATTERN).then_some(TOKEN_BYTES_MAX);
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .pattern(Some(pattern))
+                .max_length(max)
                 .build()
         };
         let header_param = |name: &str, pattern: &str, description: &str| {
@@ -283,8 +289,9 @@ impl Modify for CommonHeaders {
                     params.push(header_param(
                         "Causal-Token",
                         CAUSAL_TOKEN_PATTERN,
-                        "Serve only once this node has applied everything the token covers \
-                         (a token from an earlier answer); after `causal_wait_ms` the answer \
+                        "The `token` of an earlier answer (`v1:node=seq,…`, nodes strictly \
+                         increasing). Serve only once this node has applied everything the \
+                         token covers; after `causal_wait_ms` the answer \
                          is 503 `causal_wait_timeout` with `Retry-After`, never a stale one.",
                     ));
                 }
