@@ -114,11 +114,13 @@ impl Drop for NodeProc {
     }
 }
 
-/// Runs `argv` with its output in `log`, killing it after [`RUN_DEADLINE`].
-fn run_bounded(argv: &[String], log: &Path) -> std::process::ExitStatus {
+/// Runs `argv` in `dir` (schemathesis keeps a `.schemathesis/` cache in its working
+/// directory) with its output in `log`, killing it after [`RUN_DEADLINE`].
+fn run_bounded(argv: &[String], dir: &Path, log: &Path) -> std::process::ExitStatus {
     let out = std::fs::File::create(log).unwrap();
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -240,7 +242,7 @@ fn the_running_node_conforms_to_its_openapi_document() {
     );
     eprintln!("running: {}", argv.join(" "));
     let start = Instant::now();
-    let status = run_bounded(&argv, &log);
+    let status = run_bounded(&argv, dir.path(), &log);
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let replay = meridian_testkit::replay("schemathesis", seed);
     assert!(
