@@ -12,12 +12,14 @@
 //!                           fuzz every decoder (cargo-fuzz, nightly) for N s per target
 //!                           (default 60); --keep-going continues past crashes;
 //!                           `fuzz --smoke` is the short pass that ends `xtask test`
-//! cargo xtask setup         only check (and, as root with apt-get, install) prerequisites
+//! cargo xtask setup         only check (and, as root, install) prerequisites
 //! ```
 //!
 //! Prerequisites: `librocksdb-sys` (cart-store's storage) needs libclang to generate its
 //! bindings. When it is missing, `xtask` installs `libclang-dev` with apt-get if it runs as
-//! root, and otherwise prints the one command to run.
+//! root, and otherwise prints the one command to run. The OpenAPI fuzz test
+//! (`cart-store/tests/schemathesis.rs`) uses schemathesis from PyPI: as root with pip, `xtask`
+//! installs it; otherwise it prints the command, and that test skips.
 
 mod bench_node;
 mod fuzz;
@@ -59,7 +61,7 @@ const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|setup> 
   bench-node  a release cart-store node under load, against redis-server, in one run
   fuzz   [--seconds N] [--keep-going] [TARGET...]: fuzz every decoder, N s per target
          (--smoke: only the short pass that ends `test`)
-  setup  check prerequisites (installs libclang-dev as root with apt-get)";
+  setup  check prerequisites (as root: libclang-dev with apt-get, schemathesis with pip)";
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
@@ -179,6 +181,71 @@ fn demo(rest: &[String]) -> Result<(), String> {
 }
 
 fn setup() -> Result<(), String> {
+    setup_libclang()?;
+    setup_schemathesis();
+    Ok(())
+}
+
+/// The schemathesis release range `cart-store/tests/schemathesis.rs` is written against.
+const SCHEMATHESIS: &str = "schemathesis>=4.32.5,<4.33";
+
+/// schemathesis (PyPI) fuzzes a running node against its OpenAPI document. Optional: without
+/// it that test prints SKIP. As root with pip, install it; otherwise print the command.
+fn setup_schemathesis() {
+    let version = Command::new("python3")
+        .args(["-m", "schemathesis.cli", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(v) = version.as_deref().filter(|v| v.contains("version 4.")) {
+        eprintln!("xtask: schemathesis found ({v})");
+        return;
+    }
+    let install = format!("python3 -m pip install -q '{SCHEMATHESIS}'");
+    let has_pip = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root() || !has_pip {
+        eprintln!(
+            "xtask: schemathesis 4 is missing, so the OpenAPI fuzz test will skip. Install it \
+             with:\n\n    {install}\n"
+        );
+        return;
+    }
+    eprintln!("xtask: installing schemathesis: {install}");
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "-q", SCHEMATHESIS])
+            .args(extra)
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .output()
+    };
+    let mut out = pip(&[]);
+    // A distribution's own Python (PEP 668) refuses pip; on a disposable CI machine, as
+    // root, install into it anyway.
+    if let Ok(o) = &out {
+        if !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("externally-managed-environment")
+        {
+            out = pip(&["--break-system-packages"]);
+        }
+    }
+    match out {
+        Ok(o) if o.status.success() => eprintln!("xtask: schemathesis installed"),
+        Ok(o) => eprintln!(
+            "xtask: installing schemathesis failed, so the OpenAPI fuzz test will skip; run \
+             `{install}` by hand:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("xtask: cannot run python3: {e}"),
+    }
+}
+
+/// librocksdb-sys needs libclang: as root with apt-get, install it; otherwise say how.
+fn setup_libclang() -> Result<(), String> {
     if let Some(found) = find_libclang() {
         eprintln!("xtask: libclang found at {}", found.display());
         return Ok(());

@@ -85,6 +85,7 @@ use tokio::sync::watch;
 mod conn;
 mod error;
 mod metrics;
+pub mod openapi;
 mod parse;
 mod routes;
 mod settings;

@@ -308,16 +308,19 @@ pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], example: &str) -> Re
 }
 
 /// `POST /carts/{cart}/items`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AddBody {
+    #[schema(pattern = r"^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$")]
     pub(super) sku: String,
+    #[schema(minimum = 1, maximum = 10000)]
     pub(super) quantity: u64,
 }
 
-/// `PUT /carts/{cart}/items/{sku}`.
-#[derive(Deserialize)]
+/// `PUT /carts/{cart}/items/{sku}`: 0 removes the line.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SetBody {
+    #[schema(minimum = 0, maximum = 10000)]
     pub(super) quantity: u64,
 }

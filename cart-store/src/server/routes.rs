@@ -41,6 +41,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
             put(set_item).delete(remove_item),
         )
         .route("/carts/{cart}/checkout", post(checkout))
+        .route("/openapi.json", get(super::openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
