@@ -291,3 +291,15 @@ fn the_committed_copy_is_up_to_date() {
          UPDATE_OPENAPI=1 cargo test -p meridian-cart-store --test openapi\n\nand commit it"
     );
 }
+
+#[test]
+fn the_request_id_pattern_matches_what_the_server_echoes() {
+    let want = format!(
+        "{{1,{}}}",
+        meridian_cart_store::server::REQUEST_ID_BYTES_MAX
+    );
+    assert!(
+        meridian_cart_store::server::openapi::REQUEST_ID_PATTERN.contains(&want),
+        "REQUEST_ID_PATTERN must allow exactly 1..=REQUEST_ID_BYTES_MAX characters"
+    );
+}

@@ -41,7 +41,7 @@ pub const CAUSAL_TOKEN_PATTERN: &str =
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
 
 /// The `X-Request-Id` values this document promises to echo unchanged.
-pub const REQUEST_ID_PATTERN: &str = r"^[A-Za-z0-9._:-]{1,128}$";
+pub const REQUEST_ID_PATTERN: &str = r"^[A-Za-z0-9._:-]{1,64}$";
 
 /// The OpenAPI document of the HTTP API.
 #[derive(OpenApi)]
@@ -167,6 +167,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// 500: the stored cart cannot be decoded.
     CorruptData,
+    /// 500: this node id used every dot it may in the cart; retire it.
+    DotsExhausted,
     /// 500: a bug (logged).
     Internal,
     /// 503: the write queue is full.
@@ -432,7 +434,7 @@ fn clear_cart() {}
         (status = 413, description = "`body_too_large`: beyond `body_bytes_max`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_quantity`, `idempotency_key_reused`", body = ErrorBody),
-        (status = 500, description = "`corrupt_data`", body = ErrorBody),
+        (status = 500, description = "`corrupt_data`, `dots_exhausted`", body = ErrorBody),
         (status = 503, description = "`overloaded`, `storage_unavailable`, `causal_wait_timeout`, `shutting_down`", body = ErrorBody),
         (status = 504, description = "`timeout` (the write may still apply: retry with the same `Idempotency-Key`)", body = ErrorBody),
     ),
@@ -457,7 +459,7 @@ fn add_item() {}
         (status = 413, description = "`body_too_large`: beyond `body_bytes_max`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_quantity`, `idempotency_key_reused`", body = ErrorBody),
-        (status = 500, description = "`corrupt_data`", body = ErrorBody),
+        (status = 500, description = "`corrupt_data`, `dots_exhausted`", body = ErrorBody),
         (status = 503, description = "`overloaded`, `storage_unavailable`, `causal_wait_timeout`, `shutting_down`", body = ErrorBody),
         (status = 504, description = "`timeout` (the write may still apply: retry with the same `Idempotency-Key`)", body = ErrorBody),
     ),
