@@ -54,6 +54,40 @@ fn dot_under_two_keys_is_rejected() {
     assert!(matches!(m.validate(), Err(Error::DuplicateDot { .. })));
 }
 
+/// Defect 1, across two states: each of `a` and `b` is valid (dot 2:1 appears once in
+/// each), but `a` holds it under key 1 and `b` under key 12. Only the join meets them, so
+/// validation cannot refuse them; the join itself must stay commutative. The textbook join
+/// drops the dot from both keys (each side's context saw it, neither holds it at the other
+/// key). Found by the `crdt_awset` fuzz target (fuzz/regressions/crdt_awset/).
+#[test]
+fn one_dot_under_two_keys_across_two_valid_states_merges_commutatively() {
+    let a: AwSet<u32> = serde_json::from_str(
+        r#"{"store":{"1":[{"replica":2,"counter":1}]},"cc":{"vv":[[2,1]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    let b: AwSet<u32> = serde_json::from_str(
+        r#"{"store":{"12":[{"replica":2,"counter":1}]},"cc":{"vv":[[2,1]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    assert_eq!(a.validate(), Ok(()));
+    assert_eq!(b.validate(), Ok(()));
+    assert_eq!(merged(&a, &b), merged(&b, &a));
+    assert!(merged(&a, &b).is_empty(), "{:?}", merged(&a, &b));
+
+    let x: Cart = serde_json::from_str(
+        r#"{"lines":{"tea":[[{"replica":2,"counter":1},{"Add":1}]]},"cc":{"vv":[[2,1]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    let y: Cart = serde_json::from_str(
+        r#"{"lines":{"pen":[[{"replica":2,"counter":1},{"Add":3}]]},"cc":{"vv":[[2,1]],"cloud":[]}}"#,
+    )
+    .expect("decodes");
+    assert_eq!(x.validate(), Ok(()));
+    assert_eq!(y.validate(), Ok(()));
+    assert_eq!(merged(&x, &y), merged(&y, &x));
+    assert!(merged(&x, &y).lines().is_empty());
+}
+
 /// Defect 2: a validated context holding counter `u64::MAX` made `next_dot` saturate, so a
 /// replica handed out one dot forever. Validation now bounds counters by `DOT_COUNTER_MAX`.
 #[test]

@@ -60,8 +60,8 @@ pub fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
 }
 
 /// The smoke pass of `cargo xtask test`: every target replays its regressions and committed
-/// corpus, then fuzzes for [`SMOKE_SECONDS`]. Skipped, saying so, without nightly or
-/// cargo-fuzz.
+/// corpus, then fuzzes for [`SMOKE_SECONDS`]. Skipped, saying so, without nightly, or
+/// without cargo-fuzz when not root (as root it is installed).
 pub fn fuzz_smoke(root: &Path) -> Result<(), String> {
     if !has_nightly() {
         eprintln!(
@@ -70,13 +70,15 @@ pub fn fuzz_smoke(root: &Path) -> Result<(), String> {
         );
         return Ok(());
     }
-    if !has_cargo_fuzz() {
+    if !has_cargo_fuzz() && !crate::is_root() {
         eprintln!(
             "xtask: SKIPPING the fuzz smoke pass: cargo-fuzz is not installed \
              (cargo install cargo-fuzz --locked, or run `cargo xtask fuzz` once)"
         );
         return Ok(());
     }
+    // As root (CI on a fresh machine), install it like the other prerequisites.
+    ensure_cargo_fuzz()?;
     let targets = select(root, &[])?;
     run_all(root, &targets, SMOKE_SECONDS, false)
 }
