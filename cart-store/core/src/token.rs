@@ -106,6 +106,10 @@ impl FromStr for CausalToken {
             )
         })?;
         let mut entries = Vec::new();
+        if body.is_empty() {
+            // The empty position (`CausalToken::default()`): it covers nothing.
+            return Ok(CausalToken { entries });
+        }
         for part in body.split(',') {
             let (n, q) = part.split_once('=').ok_or_else(|| {
                 TokenError::new(
@@ -161,6 +165,9 @@ mod tests {
         assert_eq!(two.seq_of(ReplicaId(7)), 3);
         assert_eq!(two.seq_of(ReplicaId(2)), 0);
         assert_eq!(two.to_string(), "v1:1=42,7=3");
+        // The empty position round-trips too.
+        assert_eq!(CausalToken::default().to_string(), "v1:");
+        assert_eq!("v1:".parse::<CausalToken>(), Ok(CausalToken::default()));
     }
 
     #[test]
@@ -168,7 +175,8 @@ mod tests {
         let cases = [
             ("", "version prefix"),
             ("v2:1=1", "version prefix"),
-            ("v1:", "not node=seq"),
+            ("v1:,", "not node=seq"),
+            ("v1:1=1,", "not node=seq"),
             ("v1:1=x", "not a decimal"),
             ("v1:1=-1", "not a decimal"),
             ("v1:1=99999999999999999999", "64 bits"),

@@ -31,11 +31,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 /// `[A-Za-z0-9._:-]`, never `.` or `..` (see [`crate::validate`]).
 pub const ID_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._:-]{1,128}$";
 
-/// The syntax of a `Causal-Token`: `v1:` and 1–64 `node=seq` entries (decimal `u64`s; 19
+/// The syntax of a `Causal-Token`: `v1:` and 0–64 `node=seq` entries (decimal `u64`s; 19
 /// digits always fit), at most 2048 bytes. Nodes must also be strictly increasing, which a
 /// pattern cannot say: the parameter's description does.
 pub const CAUSAL_TOKEN_PATTERN: &str =
-    r"^v1:[0-9]{1,19}=[0-9]{1,19}(,[0-9]{1,19}=[0-9]{1,19}){0,63}$";
+    r"^v1:([0-9]{1,19}=[0-9]{1,19}(,[0-9]{1,19}=[0-9]{1,19}){0,63})?$";
 
 /// The syntax of an `Idempotency-Key`: 1–255 visible ASCII characters.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
