@@ -8,12 +8,13 @@
 //! Without schemathesis the test prints a SKIP line with the install command and passes.
 //! Replay a run with `MERIDIAN_SEED=<seed>` (the seed is schemathesis's `--seed`).
 
-use std::io::Read;
+mod common;
+
+use common::{client, NodeProc};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cart-store");
 /// What `cargo xtask setup` runs; the range this test was written against.
 const INSTALL: &str = "python3 -m pip install -q 'schemathesis>=4.32.5,<4.33'";
 /// Test cases per operation and phase.
@@ -39,79 +40,6 @@ fn schemathesis() -> Option<(Vec<String>, String)> {
         (out.status.success() && !version.is_empty())
             .then(|| (argv.iter().map(|s| s.to_string()).collect(), version))
     })
-}
-
-struct NodeProc {
-    child: Child,
-    base: String,
-}
-
-impl NodeProc {
-    fn start(dir: &Path) -> NodeProc {
-        let port = meridian_testkit::free_port().expect("a free loopback port");
-        let config = dir.join("node.toml");
-        // A fuzzed `Causal-Token` names writes this node never applied: answer its 503
-        // quickly.
-        std::fs::write(
-            &config,
-            format!(
-                "region = \"virginia\"\nnode_id = 1\ndata_dir = \"{}\"\n\
-                 http_listen = \"127.0.0.1:{port}\"\ncausal_wait_ms = 20\n",
-                dir.join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut node = NodeProc {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while node.health() != Some(200) {
-            if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("cart-store exited early ({status}): {}", node.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cart-store did not become healthy"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-
-    fn health(&self) -> Option<u16> {
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap()
-            .get(format!("{}/health", self.base))
-            .send()
-            .ok()
-            .map(|r| r.status().as_u16())
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        err
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `argv` in `dir` (schemathesis keeps a `.schemathesis/` cache in its working
@@ -198,7 +126,8 @@ fn the_running_node_conforms_to_its_openapi_document() {
     );
     let seed = meridian_testkit::seeds("schemathesis", [1])[0];
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeProc::start(dir.path());
+    // A fuzzed `Causal-Token` names writes this node never applied: answer its 503 quickly.
+    let mut node = NodeProc::start(dir.path(), 1, "causal_wait_ms = 20");
     // A fuzzed `Causal-Token` can name writes this node never applied, and then a 503
     // `causal_wait_timeout` is the documented answer: allow 503 here, and below check from
     // the HAR report that every 5xx was exactly that.
@@ -262,13 +191,14 @@ fn the_running_node_conforms_to_its_openapi_document() {
         "{replay}\nonly {sent} requests were sent:\n{output}"
     );
     // The node survived it.
-    assert_eq!(
-        node.child.try_wait().unwrap(),
-        None,
-        "cart-store exited: {}",
-        node.stderr()
-    );
-    assert_eq!(node.health(), Some(200), "/health after the run");
+    if let Some(status) = node.child.try_wait().unwrap() {
+        panic!("cart-store exited ({status}): {}", node.stderr_after_exit());
+    }
+    let health = client()
+        .get(node.url("/health"))
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(health.ok(), Some(200), "/health after the run");
     println!(
         "schemathesis {version}: {} test cases generated, {sent} requests sent in {:.1?} \
          (by status: {by_status:?}); checks {CHECKS}; seed {seed}",
