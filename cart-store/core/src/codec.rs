@@ -6,12 +6,16 @@
 //! deliberate: bump [`FORMAT_VERSION`], and the golden vectors below fail until updated.
 
 use crate::cart::Cart;
-use meridian_clocks::HlcTimestamp;
+use meridian_clocks::{HlcTimestamp, ReplicaId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The format version byte prefixed to every value, and stored under [`META_FORMAT`].
+/// The format version byte prefixed to every value.
 pub const FORMAT_VERSION: u8 = 1;
+/// The layout version stored under [`META_FORMAT`]: which keys exist and how they are
+/// built. Layout 1 keyed the log by seq alone; layout 2 keys it by `(origin, seq)` and
+/// stores per-origin progress. [`Node::open`](crate::Node::open) migrates 1 to 2.
+pub const LAYOUT_VERSION: u8 = 2;
 // Cart states and deltas are stored in the crdt's serde shape: a change there is a change
 // of this format too.
 const _: () = assert!(
@@ -22,7 +26,7 @@ const _: () = assert!(
 /// Largest value the decoder accepts (the crdt's own decode limit).
 pub const VALUE_BYTES_MAX: usize = meridian_crdt::wire::DECODE_BYTES_MAX;
 
-/// Meta key: the format version (one byte).
+/// Meta key: the layout version (one byte, [`LAYOUT_VERSION`]).
 pub const META_FORMAT: &[u8] = b"format_version";
 /// Meta key: the node id that owns the data directory (big-endian `u64`).
 pub const META_NODE_ID: &[u8] = b"node_id";
@@ -30,6 +34,36 @@ pub const META_NODE_ID: &[u8] = b"node_id";
 pub const META_HLC_BOUND: &[u8] = b"hlc_bound";
 /// Meta key: the last local sequence number used (big-endian `u64`).
 pub const META_SEQ: &[u8] = b"seq";
+/// Meta key prefix: `progress/` + origin (big-endian `u64`) → the highest seq of that
+/// origin applied here, contiguously (big-endian `u64`). Remote origins only.
+pub const META_PROGRESS_PREFIX: &[u8] = b"progress/";
+
+/// The meta key of `origin`'s progress.
+pub fn progress_key(origin: ReplicaId) -> Vec<u8> {
+    [META_PROGRESS_PREFIX, &origin.0.to_be_bytes()].concat()
+}
+
+/// A delta log key: origin then seq, both big-endian, so one origin's entries are
+/// contiguous and in seq order.
+pub fn log_key(origin: ReplicaId, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&origin.0.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Reads [`log_key`].
+pub fn decode_log_key(bytes: &[u8]) -> Result<(ReplicaId, u64), CodecError> {
+    if bytes.len() != 16 {
+        return Err(CodecError::new(
+            CodecErrorKind::Malformed,
+            format!("delta log key: expected 16 bytes, found {}", bytes.len()),
+        ));
+    }
+    let origin = decode_u64("delta log key origin", &bytes[..8])?;
+    let seq = decode_u64("delta log key seq", &bytes[8..])?;
+    Ok((ReplicaId(origin), seq))
+}
 
 /// Why a stored value could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +228,6 @@ pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_clocks::ReplicaId;
     use meridian_testkit::hex;
 
     #[test]
@@ -216,6 +249,16 @@ mod tests {
     #[test]
     fn golden_keys_and_hash() {
         assert_eq!(hex(&encode_u64(258)), "0000000000000102");
+        assert_eq!(
+            hex(&log_key(ReplicaId(3), 258)),
+            "00000000000000030000000000000102"
+        );
+        assert_eq!(
+            decode_log_key(&log_key(ReplicaId(3), 258)).unwrap(),
+            (ReplicaId(3), 258)
+        );
+        assert!(decode_log_key(&[0; 8]).is_err());
+        assert_eq!(hex(&progress_key(ReplicaId(1))), "70726f67726573732f0000000000000001");
         assert_eq!(decode_u64("seq", &encode_u64(u64::MAX)).unwrap(), u64::MAX);
         assert_eq!(
             fnv1a64(&[b"POST", b"/carts/a/items"]),

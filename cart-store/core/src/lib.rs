@@ -34,6 +34,7 @@
 //! | [`storage`] | the [`Storage`] trait and [`MemStorage`], which models crashes |
 //! | [`token`] | the `Causal-Token` format |
 //! | [`node`] | the write path: validate, apply, encode, one atomic batch |
+//! | [`replication`] | [`Replica`]: the node plus per-peer sync state; the protocol and its frames |
 //!
 //! The contract this implements (cart semantics, HTTP API, limits) is `docs/CONTRACT.md` in
 //! the repository.
@@ -47,15 +48,17 @@
 pub mod cart;
 pub mod codec;
 pub mod node;
+pub mod replication;
 pub mod storage;
 pub mod token;
 pub mod validate;
 
 pub use cart::Cart;
 pub use node::{
-    read_cart, read_log, Answer, Applied, CartView, Idempotency, LineView, Node, NodeConfig,
+    read_cart, read_log, read_log_raw, Answer, Committed, RemoteEntry, RemoteOutcome, Applied, CartView, Idempotency, LineView, Node, NodeConfig,
     NodeError, Op, OpenError, OrderView, WriteRequest,
 };
+pub use replication::{Replica, ReplicationConfig, Transmit};
 pub use storage::{Batch, Cf, Durability, MemStorage, Storage, StorageError, StorageErrorKind};
 pub use token::CausalToken;
 pub use validate::{CartId, IdempotencyKey, Increment, InputError, Quantity, Sku};

@@ -7,14 +7,14 @@
 //! hands them to [`Node::apply_batch`] from one writer thread, renders the typed [`Answer`]s,
 //! and reads carts with [`read_cart`].
 
-use crate::cart::Cart;
+use crate::cart::{Cart, Lattice};
 use crate::codec::{self, CodecError, DeltaRecord, IdempotencyRecord};
 use crate::storage::{self, Batch, Cf, Durability, Storage, StorageError};
 use crate::token::CausalToken;
 use crate::validate::{CartId, IdempotencyKey, Increment, InputError, Quantity, Sku, QUANTITY_MAX};
 use meridian_clocks::{ClockError, Hlc, HlcTimestamp, PhysicalClock, ReplicaId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Default for [`NodeConfig::cart_lines_max`].
@@ -324,38 +324,127 @@ pub fn read_cart(storage: &dyn Storage, cart: &CartId) -> Result<Cart, NodeError
 /// Most delta log entries [`read_log`] returns at once.
 pub const LOG_READ_MAX: usize = 4096;
 
-/// Reads up to `limit` (at most [`LOG_READ_MAX`]) entries of the outgoing delta log with
-/// sequence number `>= from`, in order, validating each. This is what replication ships.
+/// Reads up to `limit` (at most [`LOG_READ_MAX`]) of `origin`'s delta log entries with
+/// seq `>= from`, in order, validating each.
 pub fn read_log(
     storage: &dyn Storage,
+    origin: ReplicaId,
     from: u64,
     limit: usize,
 ) -> Result<Vec<(u64, DeltaRecord)>, NodeError> {
+    read_log_raw(storage, origin, from, limit, usize::MAX)?
+        .into_iter()
+        .map(|(seq, bytes)| {
+            codec::decode_delta_checked(&bytes)
+                .map(|d| (seq, d))
+                .map_err(|source| NodeError::CorruptLog {
+                    key: codec::log_key(origin, seq).to_vec(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Reads `origin`'s log entries with seq `>= from` as stored (encoded), in order: at most
+/// `limit` (and [`LOG_READ_MAX`]) entries, and no more than `bytes_max` bytes of values
+/// except that the first entry is always returned. This is what replication ships.
+pub fn read_log_raw(
+    storage: &dyn Storage,
+    origin: ReplicaId,
+    from: u64,
+    limit: usize,
+    bytes_max: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, NodeError> {
     let limit = limit.min(LOG_READ_MAX);
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     let mut bad: Option<NodeError> = None;
     if limit == 0 {
         return Ok(out);
     }
-    storage.scan(Cf::Log, &codec::encode_u64(from), &mut |k, v| {
-        let decoded = codec::decode_u64("delta log key", k)
-            .and_then(|seq| Ok((seq, codec::decode_delta_checked(v)?)));
-        match decoded {
-            Ok(entry) => out.push(entry),
-            Err(e) => {
+    storage.scan(Cf::Log, &codec::log_key(origin, from), &mut |k, v| {
+        let seq = match codec::decode_log_key(k) {
+            Ok((o, _)) if o != origin => return false,
+            Ok((_, seq)) => seq,
+            Err(source) => {
                 bad = Some(NodeError::CorruptLog {
                     key: k.to_vec(),
-                    source: e,
+                    source,
                 });
                 return false;
             }
+        };
+        if !out.is_empty() && bytes.saturating_add(v.len()) > bytes_max {
+            return false;
         }
+        bytes += v.len();
+        out.push((seq, v.to_vec()));
         out.len() < limit
     })?;
     match bad {
         Some(e) => Err(e),
         None => Ok(out),
     }
+}
+
+/// The token of `own` at `seq` plus the remote progress.
+fn token_of(own: ReplicaId, seq: u64, remote: &BTreeMap<ReplicaId, u64>) -> CausalToken {
+    let mut entries: BTreeMap<ReplicaId, u64> = remote.clone();
+    entries.insert(own, seq);
+    CausalToken::from_entries(entries.into_iter().collect())
+}
+
+/// The persisted remote progress (`progress/<origin>` meta keys).
+fn load_progress(storage: &dyn Storage) -> Result<BTreeMap<ReplicaId, u64>, OpenError> {
+    let mut out = BTreeMap::new();
+    let mut bad = None;
+    storage.scan(Cf::Meta, codec::META_PROGRESS_PREFIX, &mut |k, v| {
+        let Some(origin) = k.strip_prefix(codec::META_PROGRESS_PREFIX) else {
+            return false;
+        };
+        match codec::decode_u64("progress origin", origin)
+            .and_then(|o| Ok((o, codec::decode_u64("progress", v)?)))
+        {
+            Ok((o, s)) => {
+                out.insert(ReplicaId(o), s);
+                true
+            }
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
+        }
+    })?;
+    match bad {
+        Some(e) => Err(OpenError::Corrupt(e)),
+        None => Ok(out),
+    }
+}
+
+/// Layout 1 keyed the log by seq alone (every entry was this node's): rekey it as
+/// `(node_id, seq)`, in one synced batch.
+fn migrate_layout_1(storage: &dyn Storage, node_id: ReplicaId) -> Result<(), OpenError> {
+    let mut b = Batch::new();
+    let mut bad = None;
+    storage.scan(Cf::Log, &[], &mut |k, v| {
+        match codec::decode_u64("layout 1 log key", k) {
+            Ok(seq) => {
+                b.delete(Cf::Log, k.to_vec());
+                b.put(Cf::Log, codec::log_key(node_id, seq).to_vec(), v.to_vec());
+                true
+            }
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = bad {
+        return Err(OpenError::Corrupt(e));
+    }
+    b.put(Cf::Meta, codec::META_FORMAT, vec![codec::LAYOUT_VERSION]);
+    storage.write(&b, Durability::Fsync)?;
+    Ok(())
 }
 
 /// The API view of a cart.
@@ -381,9 +470,51 @@ pub struct Node<S: Storage, C: PhysicalClock> {
     hlc: Hlc<C>,
     config: NodeConfig,
     last_seq: u64,
+    /// Per remote origin, the highest seq applied (contiguously) and committed.
+    remote: BTreeMap<ReplicaId, u64>,
+    /// Per origin (this node's own included), the progress that is durable: synced, or
+    /// committed with `Durability::Fsync`.
+    durable: BTreeMap<ReplicaId, u64>,
     carts_stored: u64,
     log_len: u64,
     sweep_cursor: Vec<u8>,
+}
+
+/// A delta of another origin to apply, decoded and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteEntry {
+    /// The node that made the write.
+    pub origin: ReplicaId,
+    /// The origin's seq for it.
+    pub seq: u64,
+    /// The decoded record (its delta already passed `meridian_crdt::wire::accept`).
+    pub record: DeltaRecord,
+    /// The record as the origin encoded it: stored as is in this node's log, for
+    /// forwarding.
+    pub bytes: Vec<u8>,
+}
+
+/// What became of one [`RemoteEntry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteOutcome {
+    /// Merged and committed.
+    Applied,
+    /// Already applied: nothing to do.
+    Duplicate,
+    /// An earlier entry of the origin is missing: dropped, to be resent.
+    Gap,
+    /// Refused: the merged cart would not fit the decode limit, or the cart id is bad. The
+    /// origin's progress stops before it; nothing is lost (the sender keeps it).
+    Refused,
+}
+
+/// The outcome of one [`Node::commit`].
+#[derive(Debug)]
+pub struct Committed {
+    /// One result per local request, in order.
+    pub local: Vec<Result<Applied, NodeError>>,
+    /// One outcome per remote entry, in order (all `Err` if the commit failed).
+    pub remote: Vec<Result<RemoteOutcome, NodeError>>,
 }
 
 /// The writes of one batch before they are committed.
@@ -394,6 +525,8 @@ struct Pending {
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     batch: Batch,
     seq: u64,
+    /// Remote progress as this batch leaves it.
+    remote: BTreeMap<ReplicaId, u64>,
     new_carts: u64,
     log_entries: u64,
 }
@@ -419,7 +552,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         match (&format, &node) {
             (None, None) => {
                 let mut b = Batch::new();
-                b.put(Cf::Meta, codec::META_FORMAT, vec![codec::FORMAT_VERSION]);
+                b.put(Cf::Meta, codec::META_FORMAT, vec![codec::LAYOUT_VERSION]);
                 b.put(
                     Cf::Meta,
                     codec::META_NODE_ID,
@@ -428,17 +561,21 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 storage.write(&b, Durability::Fsync)?;
             }
             (Some(f), Some(n)) => {
-                if f.as_slice() != [codec::FORMAT_VERSION] {
-                    return Err(OpenError::FormatVersion {
-                        found: format!("{f:?}"),
-                    });
-                }
                 let found = codec::decode_u64("node_id", n).map_err(OpenError::Corrupt)?;
                 if found != config.node_id.0 {
                     return Err(OpenError::WrongNode {
                         found,
                         configured: config.node_id.0,
                     });
+                }
+                match f.as_slice() {
+                    [v] if *v == codec::LAYOUT_VERSION => {}
+                    [1] => migrate_layout_1(&storage, config.node_id)?,
+                    _ => {
+                        return Err(OpenError::FormatVersion {
+                            found: format!("{f:?}"),
+                        })
+                    }
                 }
             }
             _ => {
@@ -447,6 +584,9 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 })
             }
         }
+        // Whatever survived the last stop is made durable before anything is shipped, so
+        // what peers are told is durable really is.
+        storage.sync()?;
         let meta_u64 = |key: &[u8], what: &str| -> Result<u64, OpenError> {
             match storage.get(Cf::Meta, key)? {
                 None => Ok(0),
@@ -455,6 +595,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         };
         let bound = HlcTimestamp::from_u64(meta_u64(codec::META_HLC_BOUND, "hlc_bound")?);
         let last_seq = meta_u64(codec::META_SEQ, "seq")?;
+        let remote = load_progress(&storage)?;
         let hlc = if config.clock_bound_override {
             Hlc::resume_past_bound_unchecked(clock, config.max_clock_offset, bound)
         } else {
@@ -462,11 +603,15 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         };
         let carts_stored = storage::count(&storage, Cf::Carts)?;
         let log_len = storage::count(&storage, Cf::Log)?;
+        let mut durable = remote.clone();
+        durable.insert(config.node_id, last_seq);
         Ok(Node {
             storage,
             hlc,
             config,
             last_seq,
+            remote,
+            durable,
             carts_stored,
             log_len,
             sweep_cursor: Vec::new(),
@@ -493,9 +638,80 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         self.last_seq
     }
 
-    /// The causal token covering every committed local write.
+    /// The causal token of the committed state: every origin's committed progress.
     pub fn token(&self) -> CausalToken {
-        CausalToken::single(self.config.node_id, self.last_seq)
+        token_of(self.config.node_id, self.last_seq, &self.remote)
+    }
+
+    /// Committed per-origin progress, this node's own included, sorted by origin.
+    pub fn progress(&self) -> Vec<(ReplicaId, u64)> {
+        let mut p: BTreeMap<ReplicaId, u64> = self.remote.clone();
+        p.insert(self.config.node_id, self.last_seq);
+        p.into_iter().collect()
+    }
+
+    /// The committed progress of remote `origin` (0 if none).
+    pub fn remote_progress(&self, origin: ReplicaId) -> u64 {
+        self.remote.get(&origin).copied().unwrap_or(0)
+    }
+
+    /// Durable per-origin progress, this node's own included: what survives a power
+    /// failure, and so all that peers are told or sent.
+    pub fn durable_progress(&self) -> &BTreeMap<ReplicaId, u64> {
+        &self.durable
+    }
+
+    /// Makes every committed write durable ([`Storage::sync`]); durable progress becomes
+    /// committed progress.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.storage.sync()?;
+        self.mark_durable();
+        Ok(())
+    }
+
+    /// `true` if some committed progress is not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        self.durable.get(&self.config.node_id) != Some(&self.last_seq)
+            || self
+                .remote
+                .iter()
+                .any(|(o, s)| self.durable.get(o) != Some(s))
+    }
+
+    fn mark_durable(&mut self) {
+        self.durable = self.remote.clone();
+        self.durable.insert(self.config.node_id, self.last_seq);
+    }
+
+    /// Deletes `origin`'s log entries with seq `<= through`, at most `limit` of them, in
+    /// one unsynced batch (a lost delete is redone later). Returns how many were deleted.
+    pub fn trim_log(
+        &mut self,
+        origin: ReplicaId,
+        through: u64,
+        limit: usize,
+    ) -> Result<usize, StorageError> {
+        let mut doomed = Vec::new();
+        self.storage
+            .scan(Cf::Log, &codec::log_key(origin, 0), &mut |k, _| {
+                match codec::decode_log_key(k) {
+                    Ok((o, s)) if o == origin && s <= through => {
+                        doomed.push(k.to_vec());
+                        doomed.len() < limit
+                    }
+                    _ => false,
+                }
+            })?;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut b = Batch::new();
+        for k in &doomed {
+            b.delete(Cf::Log, k.clone());
+        }
+        self.storage.write(&b, Durability::Process)?;
+        self.log_len = self.log_len.saturating_sub(doomed.len() as u64);
+        Ok(doomed.len())
     }
 
     /// Number of carts in storage.
@@ -539,15 +755,35 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         reqs: Vec<WriteRequest>,
         durability: Durability,
     ) -> Vec<Result<Applied, NodeError>> {
+        self.commit(Vec::new(), reqs, durability).local
+    }
+
+    /// Applies remote entries, then local requests, and commits them all as **one**
+    /// storage batch (see [`apply_batch`](Self::apply_batch)): remote applies share the
+    /// group commit and its fsync.
+    ///
+    /// A remote entry is applied only if it is the next seq of its origin (counting the
+    /// entries before it in `remote`); the rest are duplicates or gaps, and change nothing.
+    pub fn commit(
+        &mut self,
+        remote: Vec<RemoteEntry>,
+        reqs: Vec<WriteRequest>,
+        durability: Durability,
+    ) -> Committed {
         let now_ms = self.hlc.physical_clock().now_ms();
         let mut p = Pending {
             carts: HashMap::new(),
             idempotency: HashMap::new(),
             batch: Batch::new(),
             seq: self.last_seq,
+            remote: self.remote.clone(),
             new_carts: 0,
             log_entries: 0,
         };
+        let mut remote_results: Vec<Result<RemoteOutcome, NodeError>> = remote
+            .into_iter()
+            .map(|e| self.apply_remote(e, &mut p))
+            .collect();
         let mut results: Vec<Result<Staged, NodeError>> = reqs
             .into_iter()
             .map(|r| self.apply_one(r, now_ms, &mut p))
@@ -563,8 +799,12 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             match self.storage.write(&p.batch, durability) {
                 Ok(()) => {
                     self.last_seq = p.seq;
+                    self.remote = p.remote;
                     self.carts_stored += p.new_carts;
                     self.log_len += p.log_entries;
+                    if durability == Durability::Fsync {
+                        self.mark_durable();
+                    }
                 }
                 Err(e) => {
                     for r in &mut results {
@@ -572,10 +812,73 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                             *r = Err(NodeError::Storage(e.clone()));
                         }
                     }
+                    for r in &mut remote_results {
+                        if matches!(r, Ok(RemoteOutcome::Applied)) {
+                            *r = Err(NodeError::Storage(e.clone()));
+                        }
+                    }
                 }
             }
         }
-        results.into_iter().map(|r| r.map(|s| s.applied)).collect()
+        Committed {
+            local: results.into_iter().map(|r| r.map(|s| s.applied)).collect(),
+            remote: remote_results,
+        }
+    }
+
+    /// Stages one remote entry into `p` if it is its origin's next seq.
+    fn apply_remote(
+        &self,
+        e: RemoteEntry,
+        p: &mut Pending,
+    ) -> Result<RemoteOutcome, NodeError> {
+        if e.origin == self.config.node_id {
+            // Our own write, come back: we have it (or it was lost in a power failure
+            // before it was ever shipped, which cannot happen: only durable entries ship).
+            return Ok(RemoteOutcome::Duplicate);
+        }
+        let have = p.remote.get(&e.origin).copied().unwrap_or(0);
+        if e.seq <= have {
+            return Ok(RemoteOutcome::Duplicate);
+        }
+        if e.seq != have + 1 {
+            return Ok(RemoteOutcome::Gap);
+        }
+        let Ok(id) = CartId::parse(&e.record.cart) else {
+            return Ok(RemoteOutcome::Refused);
+        };
+        let PendingCart { mut cart, existed } = self.load(&id, p)?;
+        cart.merge(&e.record.delta);
+        let encoded = codec::encode_cart(&cart);
+        if encoded.len() > codec::VALUE_BYTES_MAX {
+            // Stored, it could not be read back: refuse rather than corrupt the cart.
+            return Ok(RemoteOutcome::Refused);
+        }
+        // The receive event: the HLC moves past the write it applies (the caller has held
+        // back entries stamped too far ahead, so this only fails on a clock that jumped
+        // back since).
+        let _ = self.hlc.update(e.record.hlc);
+        p.batch.put(Cf::Carts, id.as_str().as_bytes(), encoded);
+        p.batch
+            .put(Cf::Log, codec::log_key(e.origin, e.seq).to_vec(), e.bytes);
+        p.batch.put(
+            Cf::Meta,
+            codec::progress_key(e.origin),
+            codec::encode_u64(e.seq).to_vec(),
+        );
+        p.remote.insert(e.origin, e.seq);
+        if !existed {
+            p.new_carts += 1;
+        }
+        p.log_entries += 1;
+        p.carts.insert(
+            id,
+            PendingCart {
+                cart,
+                existed: true,
+            },
+        );
+        Ok(RemoteOutcome::Applied)
     }
 
     /// Stages one request into `p`.
@@ -593,7 +896,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         let PendingCart { mut cart, existed } = self.load(&req.cart, p)?;
         let seq = p.seq + 1;
         let ts = self.hlc.now();
-        let token = CausalToken::single(self.config.node_id, seq);
+        let token = token_of(self.config.node_id, seq, &p.remote);
         let Some((delta, answer)) = self.mutate(&req, &mut cart, ts, seq, &token)? else {
             return self.no_op(req, &cart, now_ms, p);
         };
@@ -611,7 +914,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             .put(Cf::Carts, req.cart.as_str().as_bytes(), encoded);
         p.batch.put(
             Cf::Log,
-            codec::encode_u64(seq).to_vec(),
+            codec::log_key(self.config.node_id, seq).to_vec(),
             codec::encode_delta(&DeltaRecord {
                 cart: req.cart.to_string(),
                 hlc: ts,
@@ -787,7 +1090,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         now_ms: u64,
         p: &mut Pending,
     ) -> Result<Staged, NodeError> {
-        let token = CausalToken::single(self.config.node_id, p.seq);
+        let token = token_of(self.config.node_id, p.seq, &p.remote);
         let answer = Answer::Cart(cart_view(&req.cart, cart, &token));
         let needs_commit = match req.idempotency {
             Some(idem) => {

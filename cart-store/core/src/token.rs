@@ -29,6 +29,12 @@ impl CausalToken {
         }
     }
 
+    /// The token of these `(node, seq)` entries, sorted by node with no duplicates.
+    pub fn from_entries(entries: Vec<(ReplicaId, u64)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        CausalToken { entries }
+    }
+
     /// `(node, seq)` entries, sorted by node.
     pub fn entries(&self) -> &[(ReplicaId, u64)] {
         &self.entries

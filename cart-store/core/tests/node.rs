@@ -334,7 +334,7 @@ fn a_batch_is_one_atomic_storage_write() {
     let mut replay = std::collections::BTreeMap::<String, Cart>::new();
     let mut seqs = vec![];
     s.scan(Cf::Log, &[], &mut |k, v| {
-        seqs.push(codec::decode_u64("seq", k).unwrap());
+        seqs.push(codec::decode_log_key(k).unwrap().1);
         let d = decode_delta_checked(v).unwrap();
         meridian_cart_store_core::cart::Lattice::merge(
             replay.entry(d.cart.clone()).or_default(),
@@ -549,26 +549,27 @@ fn the_delta_log_reads_back_in_order_from_any_position() {
         node.apply(add(&format!("c{}", i % 3), "a", 1), Durability::Process)
             .unwrap();
     }
-    let all = meridian_cart_store_core::read_log(&s, 0, 100).unwrap();
+    let all = meridian_cart_store_core::read_log(&s, ReplicaId(1), 0, 100).unwrap();
     assert_eq!(
         all.iter().map(|e| e.0).collect::<Vec<_>>(),
         (1..=10).collect::<Vec<_>>()
     );
     assert!(all.windows(2).all(|w| w[0].1.hlc < w[1].1.hlc), "HLC order");
-    let page = meridian_cart_store_core::read_log(&s, 4, 3).unwrap();
+    let page = meridian_cart_store_core::read_log(&s, ReplicaId(1), 4, 3).unwrap();
     assert_eq!(page.iter().map(|e| e.0).collect::<Vec<_>>(), vec![4, 5, 6]);
     assert_eq!(page[0].1.cart, "c0");
-    assert!(meridian_cart_store_core::read_log(&s, 11, 10)
+    assert!(meridian_cart_store_core::read_log(&s, ReplicaId(1), 11, 10)
         .unwrap()
         .is_empty());
     // A corrupt entry is an error, not a panic or a silent skip.
     let mut b = Batch::new();
-    b.put(Cf::Log, codec::encode_u64(5).to_vec(), vec![1, 2, 3]);
+    b.put(Cf::Log, codec::log_key(ReplicaId(1), 5).to_vec(), vec![1, 2, 3]);
     s.write(&b, Durability::Process).unwrap();
-    let e = meridian_cart_store_core::read_log(&s, 0, 100).unwrap_err();
+    let e = meridian_cart_store_core::read_log(&s, ReplicaId(1), 0, 100).unwrap_err();
     assert!(matches!(e, NodeError::CorruptLog { .. }), "{e}");
     assert!(
-        e.to_string().contains("[00, 00, 00, 00, 00, 00, 00, 05]"),
+        e.to_string()
+            .contains("[00, 00, 00, 00, 00, 00, 00, 01, 00, 00, 00, 00, 00, 00, 00, 05]"),
         "{e}"
     );
 }

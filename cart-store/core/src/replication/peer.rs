@@ -1,0 +1,167 @@
+//! [`PeerState`]: what one node knows about one peer, and what it owes it.
+
+use meridian_clocks::ReplicaId;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+/// A batch of entries sent and not yet acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InFlight {
+    pub origin: ReplicaId,
+    /// The last seq of `origin` in the batch.
+    pub through: u64,
+    pub bytes: usize,
+}
+
+/// Waiting to see whether a peer catches up on an origin by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// Our durable progress of the origin when the probe started.
+    pub target: u64,
+    /// If the peer's acknowledged progress is still below `target` then, forward.
+    pub deadline: Instant,
+}
+
+/// One peer's sync state, as its sender sees it.
+///
+/// Invariants: `acked[o] <= sent[o]` for every origin sent this session; `inflight` holds
+/// exactly the batches with `through > acked[origin]`, and `inflight_bytes` is their sum.
+#[derive(Clone, Debug)]
+pub struct PeerState {
+    pub(crate) region: String,
+    pub(crate) node_id: Option<ReplicaId>,
+    /// A connection is up (the transport said so).
+    pub(crate) link_up: bool,
+    /// The peer's Hello arrived on this connection.
+    pub(crate) hello_received: bool,
+    /// We owe the peer our Hello.
+    pub(crate) hello_owed: bool,
+    /// The peer's durable progress, as it last said.
+    pub(crate) acked: BTreeMap<ReplicaId, u64>,
+    /// The highest seq per origin sent on this connection.
+    pub(crate) sent: BTreeMap<ReplicaId, u64>,
+    pub(crate) inflight: VecDeque<InFlight>,
+    pub(crate) inflight_bytes: usize,
+    /// When the peer last acknowledged something new (or the window was last empty).
+    pub(crate) last_progress: Instant,
+    /// An Ack is owed (our durable progress changed, or deltas arrived).
+    pub(crate) ack_owed: bool,
+    /// The progress we last acknowledged to it.
+    pub(crate) last_ack_sent: Vec<(ReplicaId, u64)>,
+    /// When entries became sendable and none were sent yet (the batch window runs from
+    /// here).
+    pub(crate) pending_since: Option<Instant>,
+    pub(crate) probes: BTreeMap<ReplicaId, Probe>,
+    pub(crate) forwarding: BTreeSet<ReplicaId>,
+    /// Origins whose entries the peer needs and we have trimmed.
+    pub(crate) behind: BTreeSet<ReplicaId>,
+    pub(crate) last_contact: Option<Instant>,
+    pub(crate) clock_offset_ms: Option<i64>,
+    pub(crate) entries_sent: u64,
+    pub(crate) entries_applied: u64,
+}
+
+impl PeerState {
+    pub(crate) fn new(region: String, now: Instant) -> Self {
+        PeerState {
+            region,
+            node_id: None,
+            link_up: false,
+            hello_received: false,
+            hello_owed: false,
+            acked: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            last_progress: now,
+            ack_owed: false,
+            last_ack_sent: Vec::new(),
+            pending_since: None,
+            probes: BTreeMap::new(),
+            forwarding: BTreeSet::new(),
+            behind: BTreeSet::new(),
+            last_contact: None,
+            clock_offset_ms: None,
+            entries_sent: 0,
+            entries_applied: 0,
+        }
+    }
+
+    /// The peer's region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// A connection is up and the peer's Hello arrived: deltas may flow.
+    pub fn is_connected(&self) -> bool {
+        self.link_up && self.hello_received
+    }
+
+    /// The peer's acknowledged progress of `origin`.
+    pub fn acked(&self, origin: ReplicaId) -> u64 {
+        self.acked.get(&origin).copied().unwrap_or(0)
+    }
+
+    /// Bytes sent and not acknowledged.
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes
+    }
+
+    /// Forgets everything sent on the current connection: sending resumes from what the
+    /// peer acknowledged.
+    pub(crate) fn rewind(&mut self, now: Instant) {
+        self.sent = self.acked.clone();
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.last_progress = now;
+    }
+
+    /// Takes in the peer's durable progress; returns, for this node's own origin `me`, the
+    /// seq range newly acknowledged `(from, through]`.
+    pub(crate) fn take_ack(
+        &mut self,
+        progress: &[(ReplicaId, u64)],
+        me: ReplicaId,
+        now: Instant,
+    ) -> (u64, u64) {
+        let before_me = self.acked(me);
+        let mut advanced = false;
+        for &(o, s) in progress {
+            let a = self.acked.entry(o).or_insert(0);
+            if s > *a {
+                *a = s;
+                advanced = true;
+            }
+        }
+        // Sent never lags acknowledged (the peer may have had entries from elsewhere).
+        for (o, a) in &self.acked {
+            let s = self.sent.entry(*o).or_insert(0);
+            if *s < *a {
+                *s = *a;
+            }
+        }
+        while let Some(f) = self.inflight.front() {
+            if f.through <= self.acked(f.origin) {
+                self.inflight_bytes -= f.bytes;
+                self.inflight.pop_front();
+            } else {
+                break;
+            }
+        }
+        // Batches of different origins interleave: drop acknowledged ones anywhere.
+        let acked = &self.acked;
+        let mut freed = 0;
+        self.inflight.retain(|f| {
+            let keep = f.through > acked.get(&f.origin).copied().unwrap_or(0);
+            if !keep {
+                freed += f.bytes;
+            }
+            keep
+        });
+        self.inflight_bytes -= freed;
+        if advanced || self.inflight.is_empty() {
+            self.last_progress = now;
+        }
+        (before_me, self.acked(me))
+    }
+}
