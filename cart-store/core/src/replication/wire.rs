@@ -286,7 +286,7 @@ mod tests {
             }],
         };
         let f = encode_frame(&d);
-        assert_eq!(hex(&f), "0000000b0001018050000000000000010901030102 03".replace(' ', ""));
+        assert_eq!(hex(&f), "0000000f000101fc0000050001090103010203");
         assert_eq!(decode_frame(&f).unwrap(), d);
     }
 
