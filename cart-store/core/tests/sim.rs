@@ -154,6 +154,10 @@ fn run(seed: u64) {
                 }
                 storage = storage.reopen();
                 node = Node::open(storage.clone(), clock.clone(), config.clone()).unwrap();
+                // Opening syncs what survived, so replication never ships a write that a
+                // later power failure could take back.
+                assert_eq!(storage.unsynced_writes(), 0, "open syncs");
+                durable = model.clone();
             }
             _ => {
                 let n = 1 + rng.below(6) as usize;
