@@ -37,7 +37,7 @@ pub enum CertsError {
 
 /// A DNS name: labels of 1-63 characters of `[A-Za-z0-9-]`, not starting or ending with
 /// `-`, joined by `.`; at most 253 characters.
-fn valid_region(r: &str) -> bool {
+pub fn valid_region(r: &str) -> bool {
     r.len() <= 253
         && r.split('.').all(|label| {
             (1..=63).contains(&label.len())

@@ -21,6 +21,17 @@
 //! | `http_head_bytes_max` | 65536 | largest request head (request line and headers); 431 beyond |
 //! | `http_idle_timeout_ms` | 75000 | a kept-alive connection with no request in flight is closed after this |
 //! | `shutdown_timeout_ms` | 10000 | how long SIGTERM waits for open requests before closing their connections |
+//! | `replication_batch_window_ms` | 5 | how long new deltas wait to be batched before they go to peers |
+//! | `replication_batch_bytes_max` | 262144 | largest batch of deltas in one message |
+//! | `replication_inflight_bytes_max` | 8388608 | most bytes of deltas sent to one peer and not yet acknowledged |
+//! | `replication_resend_timeout_ms` | 2000 | with deltas in flight and no acknowledgement for this long, resend from the last one |
+//! | `replication_forward_after_ms` | 1000 | forward another region's deltas to a peer that stayed behind on them this long |
+//! | `peer_reconnect_delay_max_ms` | 5000 | cap of the exponential backoff (with jitter) between reconnects |
+//!
+//! Each `[[peers]]` entry is `region` (its TLS name), `address` (`host:port`, UDP) and,
+//! optionally, `simulated_latency_ms` (default 0): a delay added to every message sent to
+//! that peer, to simulate WAN latency on one machine (the demo uses it; leave it 0 in
+//! production). With peers configured, `peer_listen` and `[tls]` are required.
 //!
 //! `cart-store/config/example.toml` shows every key with its default. Relative paths are
 //! relative to the process's working directory.
@@ -34,10 +45,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use meridian_cart_store_core::Durability;
-use meridian_cart_store_core::NodeConfig;
+use crate::transport::{PeerLink, TransportConfig};
+use meridian_cart_store_core::{NodeConfig, ReplicationConfig};
 use meridian_clocks::ReplicaId;
 
-/// TLS files for peer links (used by replication; not read yet).
+/// TLS files for peer links (mutual TLS: every node presents its region certificate and
+/// verifies its peers' against the CA).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -49,14 +62,17 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// A peer region (used by replication; not contacted yet).
+/// A peer region.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// The peer's region name (its TLS name).
     pub region: String,
-    /// The peer's QUIC address.
+    /// The peer's QUIC address, `host:port`.
     pub address: String,
+    /// Added delay per message sent to this peer, in ms (simulated WAN latency; 0 = none).
+    #[serde(default)]
+    pub simulated_latency_ms: u64,
 }
 
 /// The node's configuration. See the [module docs](self) for every key.
@@ -70,7 +86,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP API address.
     pub http_listen: SocketAddr,
-    /// QUIC address for peers (replication; not bound yet).
+    /// QUIC (UDP) address for peers; required when peers are configured.
     #[serde(default)]
     pub peer_listen: Option<String>,
     /// TLS for peers.
@@ -127,6 +143,24 @@ pub struct Config {
     /// How long a graceful shutdown waits for open requests, in ms.
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// How long new deltas wait to be batched, in ms.
+    #[serde(default = "defaults::replication_batch_window_ms")]
+    pub replication_batch_window_ms: u64,
+    /// Largest batch of deltas in one message, in bytes.
+    #[serde(default = "defaults::replication_batch_bytes_max")]
+    pub replication_batch_bytes_max: usize,
+    /// Most bytes in flight to one peer.
+    #[serde(default = "defaults::replication_inflight_bytes_max")]
+    pub replication_inflight_bytes_max: usize,
+    /// Resend after this long without an acknowledgement, in ms.
+    #[serde(default = "defaults::replication_resend_timeout_ms")]
+    pub replication_resend_timeout_ms: u64,
+    /// Forward another origin's deltas to a peer behind on them this long, in ms.
+    #[serde(default = "defaults::replication_forward_after_ms")]
+    pub replication_forward_after_ms: u64,
+    /// Cap of the reconnect backoff, in ms.
+    #[serde(default = "defaults::peer_reconnect_delay_max_ms")]
+    pub peer_reconnect_delay_max_ms: u64,
     #[serde(skip)]
     unknown: Vec<String>,
 }
@@ -156,6 +190,12 @@ const KNOWN_KEYS: &[&str] = &[
     "http_head_bytes_max",
     "http_idle_timeout_ms",
     "shutdown_timeout_ms",
+    "replication_batch_window_ms",
+    "replication_batch_bytes_max",
+    "replication_inflight_bytes_max",
+    "replication_resend_timeout_ms",
+    "replication_forward_after_ms",
+    "peer_reconnect_delay_max_ms",
 ];
 
 /// The default of every defaulted key, written once: the config, [`ServerSettings`]'s
@@ -207,6 +247,25 @@ pub mod defaults {
     }
     pub fn shutdown_timeout_ms() -> u64 {
         10_000
+    }
+    use meridian_cart_store_core::replication as r;
+    pub fn replication_batch_window_ms() -> u64 {
+        r::BATCH_WINDOW_DEFAULT.as_millis() as u64
+    }
+    pub fn replication_batch_bytes_max() -> usize {
+        r::BATCH_BYTES_MAX_DEFAULT
+    }
+    pub fn replication_inflight_bytes_max() -> usize {
+        r::INFLIGHT_BYTES_MAX_DEFAULT
+    }
+    pub fn replication_resend_timeout_ms() -> u64 {
+        r::RESEND_TIMEOUT_DEFAULT.as_millis() as u64
+    }
+    pub fn replication_forward_after_ms() -> u64 {
+        r::FORWARD_AFTER_DEFAULT.as_millis() as u64
+    }
+    pub fn peer_reconnect_delay_max_ms() -> u64 {
+        5000
     }
 }
 
@@ -289,6 +348,41 @@ impl Config {
         }
     }
 
+    /// The replication core's settings.
+    pub fn replication_config(&self) -> ReplicationConfig {
+        let mut r = ReplicationConfig::new(
+            self.region.clone(),
+            self.peers.iter().map(|p| p.region.clone()).collect(),
+            self.durability,
+        );
+        r.batch_window = Duration::from_millis(self.replication_batch_window_ms);
+        r.batch_bytes_max = self.replication_batch_bytes_max;
+        r.inflight_bytes_max = self.replication_inflight_bytes_max;
+        r.resend_timeout = Duration::from_millis(self.replication_resend_timeout_ms);
+        r.forward_after = Duration::from_millis(self.replication_forward_after_ms);
+        r
+    }
+
+    /// The QUIC transport's settings, if peers are configured.
+    pub fn transport_config(&self) -> Option<TransportConfig> {
+        if self.peers.is_empty() {
+            return None;
+        }
+        let listen = self.peer_listen.as_deref()?.parse().ok()?;
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| PeerLink {
+                region: p.region.clone(),
+                address: p.address.clone(),
+                latency: Duration::from_millis(p.simulated_latency_ms),
+            })
+            .collect();
+        let mut t = TransportConfig::new(self.region.clone(), listen, self.tls.clone()?, peers);
+        t.reconnect_delay_max = Duration::from_millis(self.peer_reconnect_delay_max_ms);
+        Some(t)
+    }
+
     /// The HLC max offset.
     pub fn max_clock_offset(&self) -> Duration {
         Duration::from_millis(self.max_clock_offset_ms)
@@ -311,7 +405,7 @@ impl Config {
     }
 
     /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
-    fn ranges(&self) -> [(&'static str, u64, u64, u64); 13] {
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 19] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
         [
             (
@@ -367,6 +461,42 @@ impl Config {
                 0,
                 3_600_000,
             ),
+            (
+                "replication_batch_window_ms",
+                self.replication_batch_window_ms,
+                0,
+                1000,
+            ),
+            (
+                "replication_batch_bytes_max",
+                self.replication_batch_bytes_max as u64,
+                1024,
+                (meridian_cart_store_core::replication::wire::FRAME_BYTES_MAX / 2) as u64,
+            ),
+            (
+                "replication_inflight_bytes_max",
+                self.replication_inflight_bytes_max as u64,
+                64 * 1024,
+                1 << 30,
+            ),
+            (
+                "replication_resend_timeout_ms",
+                self.replication_resend_timeout_ms,
+                10,
+                600_000,
+            ),
+            (
+                "replication_forward_after_ms",
+                self.replication_forward_after_ms,
+                1,
+                600_000,
+            ),
+            (
+                "peer_reconnect_delay_max_ms",
+                self.peer_reconnect_delay_max_ms,
+                100,
+                600_000,
+            ),
         ]
     }
 
@@ -396,6 +526,61 @@ impl Config {
         }
         if self.causal_wait_ms > 600_000 {
             return invalid("causal_wait_ms", "allowed 0..=600000");
+        }
+        self.validate_peers()
+    }
+
+    fn validate_peers(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.peers.is_empty() {
+            return Ok(());
+        }
+        if !crate::certs::valid_region(&self.region) {
+            return invalid(
+                "region",
+                "must be a valid DNS name when peers are configured (it is the TLS name)".into(),
+            );
+        }
+        match self.peer_listen.as_deref().map(str::parse::<SocketAddr>) {
+            None => {
+                return invalid(
+                    "peer_listen",
+                    "is required when [[peers]] are configured, e.g. \"0.0.0.0:9080\"".into(),
+                )
+            }
+            Some(Err(e)) => return invalid("peer_listen", format!("is not host:port: {e}")),
+            Some(Ok(_)) => {}
+        }
+        if self.tls.is_none() {
+            return invalid(
+                "tls",
+                "is required when [[peers]] are configured (ca_cert, cert, key; \
+                 `cart-store certs` writes development ones)"
+                    .into(),
+            );
+        }
+        if self.peers.len() > meridian_cart_store_core::replication::wire::PROGRESS_MAX - 1 {
+            return invalid("peers", "too many peers".into());
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.region == self.region {
+                return invalid(
+                    "peers",
+                    format!("lists this node's own region {:?}", p.region),
+                );
+            }
+            if self.peers[..i].iter().any(|q| q.region == p.region) {
+                return invalid("peers", format!("lists region {:?} twice", p.region));
+            }
+            if !crate::certs::valid_region(&p.region) {
+                return invalid(
+                    "peers",
+                    format!("region {:?} is not a valid DNS name (its TLS name)", p.region),
+                );
+            }
+            if p.simulated_latency_ms > 10_000 {
+                return invalid("peers", "simulated_latency_ms allowed 0..=10000".into());
+            }
         }
         Ok(())
     }

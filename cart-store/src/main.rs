@@ -84,18 +84,18 @@ fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     for key in config.unknown_keys() {
         tracing::warn!(key = %key, "unknown config key ignored (a typo?)");
     }
-    if !config.peers.is_empty() {
-        tracing::warn!(
-            peers = config.peers.len(),
-            "peers are configured, but replication is not implemented yet; they are not contacted"
-        );
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = Server::open(&config)?;
+        let server = Server::start(&config).await?;
+        if let Some(peer_addr) = server.peer_addr() {
+            tracing::info!(
+                peers = ?config.peers.iter().map(|p| &p.region).collect::<Vec<_>>(),
+                "replicating over QUIC on {peer_addr}"
+            );
+        }
         let listener = tokio::net::TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_listen))?;

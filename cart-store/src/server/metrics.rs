@@ -3,7 +3,8 @@
 //! Every label has bounded cardinality, whatever clients send: `route` is the matched route
 //! template or `unmatched`, `method` is one of the nine standard methods or `other`, and
 //! `status` is the numeric status code, of which the `http` crate allows only 100–999 (and
-//! this server sends a fixed few).
+//! this server sends a fixed few). `peer` is a configured peer region (the transport only
+//! reports configured peers), and `kind` one of `hello`, `deltas`, `ack`.
 
 use meridian_clocks::PhysicalClock;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,6 +16,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use crate::node::Node;
+use meridian_cart_store_core::replication::Message;
 use crate::storage::Storage;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +57,22 @@ pub(super) fn method_label(method: &axum::http::Method) -> &'static str {
         })
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PeerLabels {
+    pub(super) peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PeerKindLabels {
+    pub(super) peer: String,
+    pub(super) kind: &'static str,
+}
+
+fn lag_histogram() -> Histogram {
+    // 1 ms to ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -77,6 +95,18 @@ pub struct Metrics {
     pub(super) writes_expired: Counter,
     pub(super) http_connections_open: Gauge,
     pub(super) http_connections_refused: Counter,
+    peer_connected_g: Family<PeerLabels, Gauge>,
+    peer_messages_received: Family<PeerKindLabels, Counter>,
+    peer_messages_sent: Family<PeerKindLabels, Counter>,
+    peer_bytes_received: Family<PeerLabels, Counter>,
+    peer_deltas_received: Family<PeerLabels, Counter>,
+    peer_deltas_sent: Family<PeerLabels, Counter>,
+    peer_delta_bytes_sent: Family<PeerLabels, Counter>,
+    peer_deltas_applied: Family<PeerLabels, Counter>,
+    peer_send_dropped_c: Family<PeerLabels, Counter>,
+    peer_refused_c: Family<PeerLabels, Counter>,
+    held_back_c: Family<PeerLabels, Counter>,
+    lag: HistogramFamily<PeerLabels>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +132,18 @@ impl Metrics {
             writes_expired: Counter::default(),
             http_connections_open: Gauge::default(),
             http_connections_refused: Counter::default(),
+            peer_connected_g: Family::default(),
+            peer_messages_received: Family::default(),
+            peer_messages_sent: Family::default(),
+            peer_bytes_received: Family::default(),
+            peer_deltas_received: Family::default(),
+            peer_deltas_sent: Family::default(),
+            peer_delta_bytes_sent: Family::default(),
+            peer_deltas_applied: Family::default(),
+            peer_send_dropped_c: Family::default(),
+            peer_refused_c: Family::default(),
+            held_back_c: Family::default(),
+            lag: Family::new_with_constructor(lag_histogram),
         };
         m.register(&mut r);
         Metrics {
@@ -171,6 +213,143 @@ impl Metrics {
             "HTTP connections refused beyond http_connections_max",
             self.http_connections_refused.clone(),
         );
+        self.register_peers(r);
+    }
+
+    fn register_peers(&self, r: &mut Registry) {
+        r.register(
+            "cart_store_peer_connected",
+            "1 while a connection to the peer is up",
+            self.peer_connected_g.clone(),
+        );
+        r.register(
+            "cart_store_peer_messages_received",
+            "Replication messages received, by peer and kind",
+            self.peer_messages_received.clone(),
+        );
+        r.register(
+            "cart_store_peer_messages_sent",
+            "Replication messages handed to the transport, by peer and kind",
+            self.peer_messages_sent.clone(),
+        );
+        r.register(
+            "cart_store_peer_bytes_received",
+            "Bytes of replication frames received, by peer",
+            self.peer_bytes_received.clone(),
+        );
+        r.register(
+            "cart_store_peer_deltas_received",
+            "Deltas received (duplicates included), by peer",
+            self.peer_deltas_received.clone(),
+        );
+        r.register(
+            "cart_store_peer_deltas_sent",
+            "Deltas sent, by peer",
+            self.peer_deltas_sent.clone(),
+        );
+        r.register(
+            "cart_store_peer_delta_bytes_sent",
+            "Bytes of encoded deltas sent, by peer",
+            self.peer_delta_bytes_sent.clone(),
+        );
+        r.register(
+            "cart_store_peer_deltas_applied",
+            "Deltas received from the peer and applied (new, not duplicates)",
+            self.peer_deltas_applied.clone(),
+        );
+        r.register(
+            "cart_store_peer_send_dropped",
+            "Messages dropped because the peer's outbound queue was full (resent later)",
+            self.peer_send_dropped_c.clone(),
+        );
+        r.register(
+            "cart_store_peer_refused",
+            "Messages refused as protocol violations, by peer",
+            self.peer_refused_c.clone(),
+        );
+        r.register(
+            "cart_store_deltas_held_back",
+            "Deltas held back because they were stamped more than max_clock_offset ahead",
+            self.held_back_c.clone(),
+        );
+        r.register(
+            "cart_store_replication_lag_seconds",
+            "From a local write's commit to its acknowledgement by the peer",
+            self.lag.clone(),
+        );
+    }
+
+    fn peer(p: &str) -> PeerLabels {
+        PeerLabels { peer: p.to_owned() }
+    }
+
+    pub(super) fn peer_connected(&self, peer: &str, up: bool) {
+        self.peer_connected_g
+            .get_or_create(&Self::peer(peer))
+            .set(i64::from(up));
+    }
+
+    pub(super) fn peer_received(&self, peer: &str, m: &Message, bytes: usize) {
+        let kind = m.kind();
+        self.peer_messages_received
+            .get_or_create(&PeerKindLabels {
+                peer: peer.to_owned(),
+                kind,
+            })
+            .inc();
+        self.peer_bytes_received
+            .get_or_create(&Self::peer(peer))
+            .inc_by(bytes as u64);
+        if let Message::Deltas { entries, .. } = m {
+            self.peer_deltas_received
+                .get_or_create(&Self::peer(peer))
+                .inc_by(entries.len() as u64);
+        }
+    }
+
+    pub(super) fn peer_sent(&self, peer: &str, m: &Message) {
+        self.peer_messages_sent
+            .get_or_create(&PeerKindLabels {
+                peer: peer.to_owned(),
+                kind: m.kind(),
+            })
+            .inc();
+        if let Message::Deltas { entries, .. } = m {
+            let l = Self::peer(peer);
+            self.peer_deltas_sent
+                .get_or_create(&l)
+                .inc_by(entries.len() as u64);
+            let bytes: usize = entries.iter().map(|e| e.record.len()).sum();
+            self.peer_delta_bytes_sent
+                .get_or_create(&l)
+                .inc_by(bytes as u64);
+        }
+    }
+
+    pub(super) fn peer_applied(&self, peer: &str, n: u64) {
+        self.peer_deltas_applied
+            .get_or_create(&Self::peer(peer))
+            .inc_by(n);
+    }
+
+    pub(super) fn peer_send_dropped(&self, peer: &str) {
+        self.peer_send_dropped_c
+            .get_or_create(&Self::peer(peer))
+            .inc();
+    }
+
+    pub(super) fn peer_refused(&self, peer: &str) {
+        self.peer_refused_c.get_or_create(&Self::peer(peer)).inc();
+    }
+
+    pub(super) fn held_back(&self, peer: &str) {
+        self.held_back_c.get_or_create(&Self::peer(peer)).inc();
+    }
+
+    pub(super) fn replication_lag(&self, peer: &str, ms: u64) {
+        self.lag
+            .get_or_create(&Self::peer(peer))
+            .observe(ms as f64 / 1000.0);
     }
 
     /// The Prometheus text exposition.

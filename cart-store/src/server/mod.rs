@@ -78,7 +78,10 @@ use crate::RocksStorage;
 use axum::Router;
 use meridian_clocks::{PhysicalClock, ReplicaId, SystemClock};
 use std::future::Future;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use crate::token::CausalToken;
+use crate::transport::{Faults, Inbound, Outbound, Transport};
+use crossbeam_channel::{Receiver, Sender};
+use meridian_cart_store_core::{Replica, ReplicationConfig};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -128,6 +131,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The QUIC transport could not start (certificates, address).
+    #[error("replication transport: {0}")]
+    Transport(crate::transport::TransportError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
@@ -141,16 +147,24 @@ struct AppState {
     storage: Arc<dyn Storage>,
     settings: ServerSettings,
     node_id: ReplicaId,
-    writer: SyncSender<Msg>,
-    applied: watch::Receiver<u64>,
+    writer: Sender<Msg>,
+    /// The committed causal position (every origin's progress).
+    applied: watch::Receiver<CausalToken>,
     metrics: Metrics,
 }
 
-/// A running node: the router, and the writer thread behind it.
+/// A running node: the router, the writer thread behind it, and the QUIC transport to its
+/// peers (if any are configured).
 pub struct Server {
     state: Arc<AppState>,
     writer: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+    transport: Option<Transport>,
+    faults: Option<Faults>,
 }
+
+/// Capacity of the channel from the transport to the writer: messages beyond it are
+/// dropped (and resent by the protocol).
+pub const PEER_INBOX_MAX: usize = 4096;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,8 +176,34 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens RocksDB in `config.data_dir`, opens the node on it, and starts the writer.
+    /// Opens the node (see [`open`](Self::open)) and, if peers are configured, starts the
+    /// QUIC transport on `peer_listen` and replicates with them. Needs a tokio runtime.
+    pub async fn start(config: &Config) -> Result<Server, ServeError> {
+        let node = Self::open_node(config)?;
+        let settings = ServerSettings::from_config(config);
+        let replication = config.replication_config();
+        let Some(tc) = config.transport_config() else {
+            return Ok(Server::with_replica(node, settings, replication, None));
+        };
+        let (tx, rx) = crossbeam_channel::bounded(PEER_INBOX_MAX);
+        let (transport, outbound, faults) = Transport::start(tc, tx)
+            .await
+            .map_err(ServeError::Transport)?;
+        let mut server =
+            Server::with_replica(node, settings, replication, Some((rx, outbound)));
+        server.transport = Some(transport);
+        server.faults = Some(faults);
+        Ok(server)
+    }
+
+    /// Opens RocksDB in `config.data_dir`, opens the node on it, and starts the writer,
+    /// without replication (see [`start`](Self::start)).
     pub fn open(config: &Config) -> Result<Server, ServeError> {
+        let node = Self::open_node(config)?;
+        Ok(Server::with_node(node, ServerSettings::from_config(config)))
+    }
+
+    fn open_node(config: &Config) -> Result<Node<Arc<dyn Storage>, SystemClock>, ServeError> {
         let storage_err = |source| ServeError::Storage {
             dir: config.data_dir.clone(),
             source,
@@ -172,24 +212,39 @@ impl Server {
             .map_err(|e| storage_err(StorageError::new(StorageErrorKind::Open, e.to_string())))?;
         let storage: Arc<dyn Storage> =
             Arc::new(RocksStorage::open(&config.data_dir).map_err(storage_err)?);
-        let node = Node::open(storage, SystemClock, config.node_config()).map_err(|source| {
+        Node::open(storage, SystemClock, config.node_config()).map_err(|source| {
             ServeError::Open {
                 dir: config.data_dir.clone(),
                 source,
             }
-        })?;
-        Ok(Server::with_node(node, ServerSettings::from_config(config)))
+        })
     }
 
-    /// Serves `node` (on any storage and clock), starting its writer thread.
+    /// Serves `node` (on any storage and clock) without peers, starting its writer thread.
     pub fn with_node<C: PhysicalClock + Send + 'static>(
         node: Node<Arc<dyn Storage>, C>,
         settings: ServerSettings,
     ) -> Server {
+        let replication = ReplicationConfig::new(
+            settings.region.clone(),
+            Vec::new(),
+            settings.durability,
+        );
+        Server::with_replica(node, settings, replication, None)
+    }
+
+    /// Serves `node` with replication: `peers` is the transport's event channel and its
+    /// outbound queues (`None`: no peers).
+    pub fn with_replica<C: PhysicalClock + Send + 'static>(
+        node: Node<Arc<dyn Storage>, C>,
+        settings: ServerSettings,
+        replication: ReplicationConfig,
+        peers: Option<(Receiver<Inbound>, Outbound)>,
+    ) -> Server {
         let metrics = Metrics::new();
         metrics.set_node_gauges(&node);
-        let (tx, rx) = sync_channel(settings.write_queue_max);
-        let (applied_tx, applied_rx) = watch::channel(node.last_seq());
+        let (tx, rx) = crossbeam_channel::bounded(settings.write_queue_max);
+        let (applied_tx, applied_rx) = watch::channel(node.token());
         let state = Arc::new(AppState {
             storage: node.storage().clone(),
             node_id: node.config().node_id,
@@ -198,21 +253,41 @@ impl Server {
             applied: applied_rx,
             metrics: metrics.clone(),
         });
+        let (peer_rx, outbound) = match peers {
+            Some((rx, out)) => (rx, Some(out)),
+            // A channel nobody sends on: the writer's select never fires on it.
+            None => (crossbeam_channel::never(), None),
+        };
         let writer = Writer {
             rx,
+            peers: peer_rx,
+            outbound,
             applied: applied_tx,
             metrics,
-            durability: settings.durability,
             batch_max: settings.write_batch_max,
         };
+        let replica = Replica::new(node, replication, std::time::Instant::now());
         let writer = std::thread::Builder::new()
             .name("cart-store-writer".into())
-            .spawn(move || writer.run(node))
+            .spawn(move || writer.run(replica))
             .expect("spawning the writer thread");
         Server {
             state,
             writer: Some(writer),
+            transport: None,
+            faults: None,
         }
+    }
+
+    /// The QUIC address peers reach this node at, if replication runs.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.transport.as_ref().map(Transport::local_addr)
+    }
+
+    /// Link fault injection (cut and heal a peer link), if replication runs: for the demo
+    /// and tests.
+    pub fn faults(&self) -> Option<&Faults> {
+        self.faults.as_ref()
     }
 
     /// The metrics.
@@ -236,6 +311,9 @@ impl Server {
         let limits = self.state.settings.connections.clone();
         let metrics = self.state.metrics.clone();
         conn::serve(listener, self.router(), limits, metrics, shutdown).await;
+        if let Some(t) = self.transport.take() {
+            t.shutdown().await;
+        }
         self.stop()
     }
 

@@ -111,42 +111,44 @@ fn causal_token(headers: &HeaderMap) -> Result<Option<CausalToken>, ApiError> {
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_causal_token", m))
 }
 
-/// Waits until this node has applied what the request's `Causal-Token` covers.
+/// Waits until this node has applied what the request's `Causal-Token` covers: for every
+/// origin the token names, that origin's writes up to its seq.
 pub(super) async fn await_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = causal_token(headers)? else {
         return Ok(());
     };
-    let own = token.seq_of(state.node_id);
-    let foreign = token
-        .entries()
-        .iter()
-        .find(|(n, s)| *n != state.node_id && *s > 0)
-        .copied();
     let mut applied = state.applied.clone();
     let covered = async {
-        if foreign.is_some() {
-            // No replication yet: another node's writes never arrive here.
-            std::future::pending::<()>().await;
-        }
-        let _ = applied.wait_for(|a| *a >= own).await;
+        let _ = applied.wait_for(|a| first_missing(a, &token).is_none()).await;
     };
     match tokio::time::timeout(state.settings.causal_wait, covered).await {
         Ok(()) => Ok(()),
-        Err(_) => Err(causal_wait_timeout(state, own, foreign)),
+        Err(_) => Err(causal_wait_timeout(state, &token)),
     }
 }
 
-fn causal_wait_timeout(state: &AppState, own: u64, foreign: Option<(ReplicaId, u64)>) -> ApiError {
-    let message = match foreign {
+/// The first `(origin, seq)` of `want` that `have` does not cover.
+fn first_missing(have: &CausalToken, want: &CausalToken) -> Option<(ReplicaId, u64)> {
+    want.entries()
+        .iter()
+        .find(|(n, s)| have.seq_of(*n) < *s)
+        .copied()
+}
+
+fn causal_wait_timeout(state: &AppState, want: &CausalToken) -> ApiError {
+    let have = state.applied.borrow().clone();
+    let message = match first_missing(&have, want) {
+        Some((ReplicaId(n), s)) if n == state.node_id.0 => format!(
+            "this node has applied its writes up to {}, but the token needs {s}; retry later",
+            have.seq_of(ReplicaId(n))
+        ),
         Some((ReplicaId(n), s)) => format!(
-            "this node has not received node {n}'s writes up to {s} (replication is \
-             not running); retry later or read from the region that wrote them"
+            "this node has applied node {n}'s writes up to {}, but the token needs {s}: \
+             they have not replicated here yet; retry later or read from the region that \
+             wrote them",
+            have.seq_of(ReplicaId(n))
         ),
-        None => format!(
-            "this node has applied its writes up to {}, but the token needs {own}; \
-             retry later",
-            *state.applied.borrow()
-        ),
+        None => "the token's position was reached just now; retry".to_owned(),
     };
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

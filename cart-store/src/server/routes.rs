@@ -10,7 +10,7 @@ use super::writer::{submit, Deadline};
 use super::AppState;
 use crate::config::Durability;
 use crate::node::{self, Applied, Op};
-use crate::token::CausalToken;
+
 use crate::validate::{CartId, Increment, Quantity, Sku};
 use axum::body::Body;
 use axum::extract::{Extension, MatchedPath, Request, State};
@@ -238,22 +238,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             Durability::Process => "process",
             Durability::Fsync => "fsync",
         },
-        "applied_seq": *state.applied.borrow(),
+        "applied_seq": state.applied.borrow().seq_of(state.node_id),
     });
     axum::Json(body).into_response()
 }
 
-async fn replication(State(state): State<Arc<AppState>>) -> Response {
-    let seq = *state.applied.borrow();
-    let body = serde_json::json!({
-        "region": state.settings.region,
-        "node_id": state.node_id.0,
-        "token": CausalToken::single(state.node_id, seq).to_string(),
-        "peers": [],
-        "configured_peers": state.settings.peers,
-        "note": "replication is not implemented yet; configured peers are not contacted",
-    });
-    axum::Json(body).into_response()
+async fn replication(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let status = super::writer::status(&state).await?;
+    Ok(axum::Json(status).into_response())
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
@@ -312,8 +304,7 @@ async fn get_cart(
 ) -> Result<Response, ApiError> {
     await_token(&state, &headers).await?;
     // Read the position first: the cart read after it is at least that new.
-    let seq = *state.applied.borrow();
-    let token = CausalToken::single(state.node_id, seq);
+    let token = state.applied.borrow().clone();
     // A point read from RocksDB (memtable or block cache, microseconds) runs inline: handing
     // it to the blocking pool cost more in thread wake-ups than the read itself (perf, bench-node).
     let loaded = node::read_cart(state.storage.as_ref(), &cart)?;

@@ -1,6 +1,10 @@
-//! The writer thread: the only caller of [`Node::apply_batch`]. It drains up to
-//! `write_batch_max` queued writes, commits them as one storage batch (group commit), and
-//! answers each; between batches it sweeps expired idempotency records.
+//! The writer thread: the event loop around the sans-IO [`Replica`], and the only thread
+//! that writes. Each round it takes up to `write_batch_max` queued writes and the
+//! transport's events (peer messages, connects, disconnects), applies the received deltas
+//! and the writes as **one** storage batch (group commit, one fsync in `fsync` mode),
+//! answers each write, runs the replica's timers, and hands what it transmits to the QUIC
+//! transport without ever waiting on it. Between rounds it sweeps expired idempotency
+//! records.
 
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -11,7 +15,11 @@ use crate::storage::{Storage, StorageError};
 use axum::http::StatusCode;
 use meridian_clocks::PhysicalClock;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TrySendError};
+use crate::token::CausalToken;
+use crate::transport::{Inbound, Outbound};
+use crossbeam_channel::{Receiver, TrySendError};
+use meridian_cart_store_core::replication::{Event, ReplicationStatus};
+use meridian_cart_store_core::Replica;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -81,56 +89,177 @@ pub(super) struct Job {
 /// What the writer's queue carries.
 pub(super) enum Msg {
     Write(Job),
+    /// `GET /replication`: the replication state, computed on the writer thread that owns it.
+    Status(oneshot::Sender<ReplicationStatus>),
     Stop,
 }
 
-/// What the writer thread owns besides the node.
+/// What the writer thread owns besides the replica.
 pub(super) struct Writer {
     pub(super) rx: Receiver<Msg>,
-    pub(super) applied: watch::Sender<u64>,
+    /// Messages and connection events from the QUIC transport (never blocks it: bounded,
+    /// and the transport drops messages rather than wait; the protocol resends).
+    pub(super) peers: Receiver<Inbound>,
+    /// Where [`Replica::poll_transmit`] output goes (`None`: no peers configured).
+    pub(super) outbound: Option<Outbound>,
+    /// The committed causal position, for readers and `Causal-Token` waits.
+    pub(super) applied: watch::Sender<CausalToken>,
     pub(super) metrics: Metrics,
-    pub(super) durability: Durability,
     pub(super) batch_max: usize,
 }
+
+/// Most transport events handled before the writer commits and transmits again.
+pub const PEER_EVENTS_PER_ROUND_MAX: usize = 1024;
 
 impl Writer {
     /// Runs until [`Msg::Stop`] (or every sender is gone), then syncs storage.
     pub(super) fn run<C: PhysicalClock>(
         self,
-        mut node: Node<Arc<dyn Storage>, C>,
+        mut replica: Replica<Arc<dyn Storage>, C>,
     ) -> Result<(), StorageError> {
-        let mut last_sweep = Instant::now();
+        let mut next_sweep = Instant::now() + IDEMPOTENCY_SWEEP_INTERVAL;
         let mut stopping = false;
         while !stopping {
-            let jobs = self.next_batch(&mut stopping);
-            if !jobs.is_empty() {
-                self.commit(&mut node, jobs);
+            let wake = replica
+                .poll_timeout()
+                .map_or(next_sweep, |t| t.min(next_sweep));
+            let jobs = self.next_round(&mut replica, wake, &mut stopping);
+            if !jobs.is_empty() || replica.wants_commit() {
+                self.commit(&mut replica, jobs);
             }
-            if last_sweep.elapsed() >= IDEMPOTENCY_SWEEP_INTERVAL {
-                last_sweep = Instant::now();
-                self.sweep(&mut node);
+            let now = Instant::now();
+            replica.handle_timeout(now);
+            self.transmit(&mut replica, now);
+            self.drain_events(&mut replica);
+            if now >= next_sweep {
+                next_sweep = now + IDEMPOTENCY_SWEEP_INTERVAL;
+                self.sweep(replica.node_mut());
             }
         }
-        node.storage().sync()
+        replica.node_mut().sync()
     }
 
-    /// Waits up to [`IDEMPOTENCY_SWEEP_INTERVAL`] for a write, then takes what is queued,
-    /// up to `batch_max`.
-    fn next_batch(&self, stopping: &mut bool) -> Vec<Job> {
+    /// Waits until `wake` for a write or a transport event, then takes what is queued:
+    /// writes up to `batch_max`, transport events up to [`PEER_EVENTS_PER_ROUND_MAX`].
+    fn next_round<C: PhysicalClock>(
+        &self,
+        replica: &mut Replica<Arc<dyn Storage>, C>,
+        wake: Instant,
+        stopping: &mut bool,
+    ) -> Vec<Job> {
         let mut jobs = Vec::new();
-        match self.rx.recv_timeout(IDEMPOTENCY_SWEEP_INTERVAL) {
-            Ok(Msg::Write(j)) => jobs.push(j),
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => *stopping = true,
-            Err(RecvTimeoutError::Timeout) => {}
+        crossbeam_channel::select! {
+            recv(self.rx) -> m => match m {
+                Ok(m) => self.take(m, replica, &mut jobs, stopping),
+                Err(_) => *stopping = true,
+            },
+            recv(self.peers) -> e => {
+                if let Ok(e) = e {
+                    self.handle_peer(replica, e);
+                }
+            }
+            default(wake.saturating_duration_since(Instant::now())) => {}
         }
-        while !*stopping && !jobs.is_empty() && jobs.len() < self.batch_max {
+        while !*stopping && jobs.len() < self.batch_max {
             match self.rx.try_recv() {
-                Ok(Msg::Write(j)) => jobs.push(j),
-                Ok(Msg::Stop) => *stopping = true,
+                Ok(m) => self.take(m, replica, &mut jobs, stopping),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..PEER_EVENTS_PER_ROUND_MAX {
+            match self.peers.try_recv() {
+                Ok(e) => self.handle_peer(replica, e),
                 Err(_) => break,
             }
         }
         jobs
+    }
+
+    fn take<C: PhysicalClock>(
+        &self,
+        m: Msg,
+        replica: &Replica<Arc<dyn Storage>, C>,
+        jobs: &mut Vec<Job>,
+        stopping: &mut bool,
+    ) {
+        match m {
+            Msg::Write(j) => jobs.push(j),
+            Msg::Status(reply) => {
+                let _ = reply.send(replica.status(Instant::now()));
+            }
+            Msg::Stop => *stopping = true,
+        }
+    }
+
+    /// One transport event into the replica. A message that breaks the protocol is logged
+    /// (the transport closes such connections on frame errors; a protocol error here is
+    /// logged and the message ignored).
+    fn handle_peer<C: PhysicalClock>(&self, replica: &mut Replica<Arc<dyn Storage>, C>, e: Inbound) {
+        let now = Instant::now();
+        match e {
+            Inbound::Up { peer } => {
+                tracing::info!(peer = %peer, "peer connected");
+                self.metrics.peer_connected(&peer, true);
+                replica.handle_connect(now, &peer);
+            }
+            Inbound::Down { peer, reason } => {
+                tracing::warn!(peer = %peer, reason = %reason, "peer disconnected");
+                self.metrics.peer_connected(&peer, false);
+                replica.handle_disconnect(now, &peer);
+            }
+            Inbound::Message {
+                peer,
+                message,
+                bytes,
+            } => {
+                self.metrics.peer_received(&peer, &message, bytes);
+                if let Err(err) = replica.handle_message(now, &peer, message) {
+                    self.metrics.peer_refused(&peer);
+                    tracing::warn!(peer = %peer, error = %err, "replication message refused");
+                }
+            }
+        }
+    }
+
+    /// Sends what the replica has to send. A full per-peer queue drops the message, like a
+    /// lossy network: the protocol resends from the peer's acknowledged progress.
+    fn transmit<C: PhysicalClock>(&self, replica: &mut Replica<Arc<dyn Storage>, C>, now: Instant) {
+        while let Some(t) = replica.poll_transmit(now) {
+            let Some(out) = &self.outbound else { continue };
+            self.metrics.peer_sent(&t.to, &t.message);
+            if let Err(e) = out.try_send(&t.to, t.message) {
+                self.metrics.peer_send_dropped(&t.to);
+                tracing::debug!(peer = %t.to, error = ?e, "replication message dropped");
+            }
+        }
+    }
+
+    fn drain_events<C: PhysicalClock>(&self, replica: &mut Replica<Arc<dyn Storage>, C>) {
+        while let Some(ev) = replica.poll_event() {
+            match ev {
+                Event::Lag { peer, ms } => self.metrics.replication_lag(&peer, ms),
+                Event::HeldBack {
+                    peer,
+                    origin,
+                    ahead_ms,
+                } => {
+                    self.metrics.held_back(&peer);
+                    tracing::debug!(peer = %peer, origin = origin.0, ahead_ms, "deltas held back: stamped too far ahead");
+                }
+                Event::Applied { peer, entries } => {
+                    self.metrics.peer_applied(&peer, entries);
+                }
+                Event::Behind {
+                    peer,
+                    origin,
+                    needs,
+                } => {
+                    tracing::warn!(peer = %peer, origin = origin.0, needs, "peer needs deltas already trimmed from the log (anti-entropy needed)");
+                }
+                Event::Storage(e) => tracing::error!(error = %e, "replication storage error"),
+                _ => {}
+            }
+        }
     }
 
     /// Answers the jobs whose deadline has passed (or whose request was abandoned) with a
@@ -146,26 +275,29 @@ impl Writer {
         live
     }
 
-    /// Applies and commits one batch, and answers each job.
-    fn commit<C: PhysicalClock>(&self, node: &mut Node<Arc<dyn Storage>, C>, jobs: Vec<Job>) {
+    /// Applies the received deltas and the jobs' writes as one batch, and answers each job.
+    fn commit<C: PhysicalClock>(&self, replica: &mut Replica<Arc<dyn Storage>, C>, jobs: Vec<Job>) {
         let jobs = self.drop_expired(jobs);
-        if jobs.is_empty() {
-            return;
-        }
         let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
         let n = reqs.len();
-        let before = node.last_seq();
+        let before = replica.node().progress();
         let start = Instant::now();
-        let results = node.apply_batch(reqs, self.durability);
+        let results = replica.commit(start, reqs);
+        let node = replica.node();
         self.metrics
             .write_latency
             .observe(start.elapsed().as_secs_f64());
-        self.metrics.batch_size.observe(n as f64);
-        if self.durability == Durability::Fsync && node.last_seq() != before {
+        if n > 0 {
+            self.metrics.batch_size.observe(n as f64);
+        }
+        let changed = node.progress() != before;
+        if replica.config().durability == Durability::Fsync && changed {
             self.metrics.fsyncs.inc();
         }
         self.metrics.set_node_gauges(node);
-        self.applied.send_replace(node.last_seq());
+        if changed {
+            self.applied.send_replace(node.token());
+        }
         for (reply, result) in replies.into_iter().zip(results) {
             if let Err(
                 e @ (NodeError::Corrupt { .. }
@@ -188,6 +320,21 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "idempotency sweep failed"),
         }
     }
+}
+
+/// Asks the writer for the replication state (`GET /replication`).
+pub(super) async fn status(state: &AppState) -> Result<ReplicationStatus, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the writer queue is full; retry shortly",
+        )
+        .retry_after(1)
+    };
+    state.writer.try_send(Msg::Status(tx)).map_err(|_| busy())?;
+    rx.await.map_err(|_| busy())
 }
 
 /// Queues `req` for the writer and waits for its answer. The writer drops it unapplied if
