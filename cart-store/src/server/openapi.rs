@@ -67,7 +67,7 @@ pub const REQUEST_ID_PATTERN: &str = r"^[A-Za-z0-9._:-]{1,64}$";
         openapi_json,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, ErrorCode, Health, HealthStatus, Durability, Replication,
+        ErrorBody, ErrorDetail, ErrorCode, Health, HealthStatus, Durability, Replication, PeerStatus,
         CartView, OrderView, LineView, AddBody, SetBody,
     )),
     modifiers(&CommonHeaders),
@@ -217,25 +217,9 @@ pub enum Durability {
     Fsync,
 }
 
-/// `GET /replication`: per-peer replication state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Replication {
-    /// This node's region.
-    pub region: String,
-    /// This node's replica id.
-    pub node_id: u64,
-    /// The causal token of everything this node has applied.
-    pub token: String,
-    /// One entry per peer being replicated with (empty: replication does not run yet).
-    #[schema(value_type = Vec<Object>)]
-    pub peers: Vec<serde_json::Value>,
-    /// The peer regions in the config.
-    pub configured_peers: Vec<String>,
-    /// A remark on the replication state, for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+/// `GET /replication`: this node's per-origin progress and each peer's state.
+pub use meridian_cart_store_core::replication::ReplicationStatus as Replication;
+pub use meridian_cart_store_core::replication::PeerStatus;
 
 /// Adds what every operation shares, by the rule the handlers follow: every response echoes
 /// `X-Request-Id` and every 503 has `Retry-After`; cart operations honour a `Causal-Token`
@@ -359,7 +343,10 @@ fn health() {}
     get,
     path = "/replication",
     tag = "node",
-    responses((status = 200, description = "Per-peer replication state", body = Replication)),
+    responses(
+        (status = 200, description = "Per-origin progress and per-peer replication state", body = Replication),
+        (status = 503, description = "The writer queue is full", body = ErrorBody),
+    ),
 )]
 #[allow(dead_code)]
 fn replication() {}

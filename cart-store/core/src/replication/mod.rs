@@ -46,7 +46,7 @@ use crate::storage::{Durability, Storage};
 use crate::validate::CartId;
 use meridian_clocks::{HlcTimestamp, PhysicalClock, ReplicaId};
 use peer::{InFlight, PeerState, Probe};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -203,7 +203,9 @@ pub enum ProtocolError {
 }
 
 /// `GET /replication`: this node's progress and each peer's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplicationStatus {
     /// This node's region.
     pub region: String,
@@ -222,7 +224,9 @@ pub struct ReplicationStatus {
 }
 
 /// One peer's replication state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerStatus {
     /// The peer's region.
     pub region: String,
