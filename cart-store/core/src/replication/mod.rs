@@ -22,6 +22,52 @@
 //!   [`Message::Hello`] with their durable progress, and sending resumes from there.
 //! - Entries every peer has acknowledged are deleted from the log.
 //!
+//! ```
+//! use meridian_cart_store_core::{
+//!     Durability, MemStorage, Node, NodeConfig, Replica, ReplicationConfig, WriteRequest,
+//! };
+//! use meridian_clocks::{ManualClock, ReplicaId};
+//! use std::time::{Duration, Instant};
+//!
+//! let clock = ManualClock::new(1_700_000_000_000);
+//! let replica = |id, region: &str, peer: &str| -> Result<_, Box<dyn std::error::Error>> {
+//!     let node = Node::open(MemStorage::new(), clock.clone(), NodeConfig::new(ReplicaId(id)))?;
+//!     let config = ReplicationConfig::new(region, vec![peer.into()], Durability::Fsync);
+//!     Ok(Replica::new(node, config, Instant::now()))
+//! };
+//! let (mut a, mut b) = (replica(1, "virginia", "tokyo")?, replica(2, "tokyo", "virginia")?);
+//! let mut now = Instant::now();
+//! a.handle_connect(now, "tokyo");
+//! b.handle_connect(now, "virginia");
+//! a.commit(now, vec![WriteRequest::add("alice", "book", 2)?]);
+//! b.commit(now, vec![WriteRequest::add("alice", "pen", 1)?]);
+//! // Run both to quiescence: deliver what each transmits, let time pass, repeat.
+//! fn step<S, C>(now: Instant, from: &mut Replica<S, C>, to: &mut Replica<S, C>)
+//! where
+//!     S: meridian_cart_store_core::Storage,
+//!     C: meridian_clocks::PhysicalClock,
+//! {
+//!     from.handle_timeout(now);
+//!     while let Some(t) = from.poll_transmit(now) {
+//!         to.handle_message(now, &from.config().region, t.message).unwrap();
+//!     }
+//!     to.commit(now, vec![]);
+//! }
+//! for _ in 0..10 {
+//!     now += Duration::from_millis(10);
+//!     step(now, &mut a, &mut b);
+//!     step(now, &mut b, &mut a);
+//! }
+//! assert_eq!(a.node().read("alice")?, {
+//!     let mut v = b.node().read("alice")?;
+//!     v.token = a.node().token().to_string();
+//!     v
+//! });
+//! assert_eq!(a.node().read("alice")?.lines.len(), 2);
+//! assert_eq!(a.node().log_len(), 0, "both entries acknowledged by every peer: trimmed");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Time is an argument (`now`); the core reads no clock but the node's HLC source, which
 //! the caller provides. The driver feeds it [`handle_connect`](Replica::handle_connect),
 //! [`handle_message`](Replica::handle_message) and
