@@ -44,8 +44,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use meridian_cart_store_core::Durability;
 use crate::transport::{PeerLink, TransportConfig};
+pub use meridian_cart_store_core::Durability;
 use meridian_cart_store_core::{NodeConfig, ReplicationConfig};
 use meridian_clocks::ReplicaId;
 
@@ -575,7 +575,10 @@ impl Config {
             if !crate::certs::valid_region(&p.region) {
                 return invalid(
                     "peers",
-                    format!("region {:?} is not a valid DNS name (its TLS name)", p.region),
+                    format!(
+                        "region {:?} is not a valid DNS name (its TLS name)",
+                        p.region
+                    ),
                 );
             }
             if p.simulated_latency_ms > 10_000 {

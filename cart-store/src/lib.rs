@@ -50,6 +50,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod demo;
 pub mod rocks;
 pub mod server;
 pub mod transport;

@@ -3,6 +3,7 @@
 //! ```text
 //! cart-store serve --config FILE
 //! cart-store certs --out DIR --regions a,b,c
+//! cart-store demo [--serve]
 //! ```
 
 use anyhow::Context;
@@ -37,6 +38,16 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Three regions in one process over real QUIC: a partition, both sides writing, the
+    /// heal, and the merge.
+    Demo {
+        /// Keep the three HTTP APIs up afterwards, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+        /// Scale the simulated WAN latency, in percent of the real figures (0 = none).
+        #[arg(long, default_value_t = 100)]
+        latency_percent: u64,
+    },
     /// Write a development CA and one certificate per region.
     Certs {
         /// Directory to write ca.pem, ca.key, REGION.pem and REGION.key into.
@@ -53,6 +64,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Certs { out, regions } => certs(out, &regions),
+        Command::Demo {
+            serve,
+            latency_percent,
+        } => demo(serve, latency_percent),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +76,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn demo(serve: bool, latency_percent: u64) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(meridian_cart_store::demo::run(
+        meridian_cart_store::demo::DemoOptions {
+            serve,
+            latency_percent,
+        },
+    ))
 }
 
 fn certs(out: PathBuf, regions: &[String]) -> anyhow::Result<()> {

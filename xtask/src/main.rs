@@ -175,7 +175,15 @@ fn check_architecture() -> Result<(), String> {
 }
 
 fn demo(rest: &[String]) -> Result<(), String> {
-    let mut args = vec!["run", "-p", "meridian", "--example", "clock_drift", "--"];
+    let mut args = vec![
+        "run",
+        "-p",
+        "meridian-cart-store",
+        "--bin",
+        "cart-store",
+        "--",
+        "demo",
+    ];
     args.extend(strs(rest));
     cargo(&args)
 }

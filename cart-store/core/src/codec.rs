@@ -258,7 +258,10 @@ mod tests {
             (ReplicaId(3), 258)
         );
         assert!(decode_log_key(&[0; 8]).is_err());
-        assert_eq!(hex(&progress_key(ReplicaId(1))), "70726f67726573732f0000000000000001");
+        assert_eq!(
+            hex(&progress_key(ReplicaId(1))),
+            "70726f67726573732f0000000000000001"
+        );
         assert_eq!(decode_u64("seq", &encode_u64(u64::MAX)).unwrap(), u64::MAX);
         assert_eq!(
             fnv1a64(&[b"POST", b"/carts/a/items"]),

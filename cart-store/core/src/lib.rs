@@ -55,8 +55,9 @@ pub mod validate;
 
 pub use cart::Cart;
 pub use node::{
-    read_cart, read_log, read_log_raw, Answer, Committed, RemoteEntry, RemoteOutcome, Applied, CartView, Idempotency, LineView, Node, NodeConfig,
-    NodeError, Op, OpenError, OrderView, WriteRequest,
+    read_cart, read_log, read_log_raw, Answer, Applied, CartView, Committed, Idempotency, LineView,
+    Node, NodeConfig, NodeError, Op, OpenError, OrderView, RemoteEntry, RemoteOutcome,
+    WriteRequest,
 };
 pub use replication::{Replica, ReplicationConfig, Transmit};
 pub use storage::{Batch, Cf, Durability, MemStorage, Storage, StorageError, StorageErrorKind};

@@ -426,8 +426,10 @@ fn load_progress(storage: &dyn Storage) -> Result<BTreeMap<ReplicaId, u64>, Open
 fn migrate_layout_1(storage: &dyn Storage, node_id: ReplicaId) -> Result<(), OpenError> {
     let mut b = Batch::new();
     let mut bad = None;
-    storage.scan(Cf::Log, &[], &mut |k, v| {
-        match codec::decode_u64("layout 1 log key", k) {
+    storage.scan(
+        Cf::Log,
+        &[],
+        &mut |k, v| match codec::decode_u64("layout 1 log key", k) {
             Ok(seq) => {
                 b.delete(Cf::Log, k.to_vec());
                 b.put(Cf::Log, codec::log_key(node_id, seq).to_vec(), v.to_vec());
@@ -437,8 +439,8 @@ fn migrate_layout_1(storage: &dyn Storage, node_id: ReplicaId) -> Result<(), Ope
                 bad = Some(e);
                 false
             }
-        }
-    })?;
+        },
+    )?;
     if let Some(e) = bad {
         return Err(OpenError::Corrupt(e));
     }
@@ -693,15 +695,17 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
     ) -> Result<usize, StorageError> {
         let mut doomed = Vec::new();
         self.storage
-            .scan(Cf::Log, &codec::log_key(origin, 0), &mut |k, _| {
-                match codec::decode_log_key(k) {
+            .scan(
+                Cf::Log,
+                &codec::log_key(origin, 0),
+                &mut |k, _| match codec::decode_log_key(k) {
                     Ok((o, s)) if o == origin && s <= through => {
                         doomed.push(k.to_vec());
                         doomed.len() < limit
                     }
                     _ => false,
-                }
-            })?;
+                },
+            )?;
         if doomed.is_empty() {
             return Ok(0);
         }
@@ -827,11 +831,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
     }
 
     /// Stages one remote entry into `p` if it is its origin's next seq.
-    fn apply_remote(
-        &self,
-        e: RemoteEntry,
-        p: &mut Pending,
-    ) -> Result<RemoteOutcome, NodeError> {
+    fn apply_remote(&self, e: RemoteEntry, p: &mut Pending) -> Result<RemoteOutcome, NodeError> {
         if e.origin == self.config.node_id {
             // Our own write, come back: we have it (or it was lost in a power failure
             // before it was ever shipped, which cannot happen: only durable entries ship).

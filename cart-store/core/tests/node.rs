@@ -563,7 +563,11 @@ fn the_delta_log_reads_back_in_order_from_any_position() {
         .is_empty());
     // A corrupt entry is an error, not a panic or a silent skip.
     let mut b = Batch::new();
-    b.put(Cf::Log, codec::log_key(ReplicaId(1), 5).to_vec(), vec![1, 2, 3]);
+    b.put(
+        Cf::Log,
+        codec::log_key(ReplicaId(1), 5).to_vec(),
+        vec![1, 2, 3],
+    );
     s.write(&b, Durability::Process).unwrap();
     let e = meridian_cart_store_core::read_log(&s, ReplicaId(1), 0, 100).unwrap_err();
     assert!(matches!(e, NodeError::CorruptLog { .. }), "{e}");

@@ -16,8 +16,8 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use crate::node::Node;
-use meridian_cart_store_core::replication::Message;
 use crate::storage::Storage;
+use meridian_cart_store_core::replication::Message;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct HttpLabels {

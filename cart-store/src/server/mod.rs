@@ -74,14 +74,14 @@
 use crate::config::Config;
 use crate::node::{Node, OpenError};
 use crate::storage::{Storage, StorageError, StorageErrorKind};
-use crate::RocksStorage;
-use axum::Router;
-use meridian_clocks::{PhysicalClock, ReplicaId, SystemClock};
-use std::future::Future;
 use crate::token::CausalToken;
 use crate::transport::{Faults, Inbound, Outbound, Transport};
+use crate::RocksStorage;
+use axum::Router;
 use crossbeam_channel::{Receiver, Sender};
 use meridian_cart_store_core::{Replica, ReplicationConfig};
+use meridian_clocks::{PhysicalClock, ReplicaId, SystemClock};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -189,8 +189,7 @@ impl Server {
         let (transport, outbound, faults) = Transport::start(tc, tx)
             .await
             .map_err(ServeError::Transport)?;
-        let mut server =
-            Server::with_replica(node, settings, replication, Some((rx, outbound)));
+        let mut server = Server::with_replica(node, settings, replication, Some((rx, outbound)));
         server.transport = Some(transport);
         server.faults = Some(faults);
         Ok(server)
@@ -212,11 +211,9 @@ impl Server {
             .map_err(|e| storage_err(StorageError::new(StorageErrorKind::Open, e.to_string())))?;
         let storage: Arc<dyn Storage> =
             Arc::new(RocksStorage::open(&config.data_dir).map_err(storage_err)?);
-        Node::open(storage, SystemClock, config.node_config()).map_err(|source| {
-            ServeError::Open {
-                dir: config.data_dir.clone(),
-                source,
-            }
+        Node::open(storage, SystemClock, config.node_config()).map_err(|source| ServeError::Open {
+            dir: config.data_dir.clone(),
+            source,
         })
     }
 
@@ -225,11 +222,8 @@ impl Server {
         node: Node<Arc<dyn Storage>, C>,
         settings: ServerSettings,
     ) -> Server {
-        let replication = ReplicationConfig::new(
-            settings.region.clone(),
-            Vec::new(),
-            settings.durability,
-        );
+        let replication =
+            ReplicationConfig::new(settings.region.clone(), Vec::new(), settings.durability);
         Server::with_replica(node, settings, replication, None)
     }
 

@@ -217,9 +217,9 @@ pub enum Durability {
     Fsync,
 }
 
+pub use meridian_cart_store_core::replication::PeerStatus;
 /// `GET /replication`: this node's per-origin progress and each peer's state.
 pub use meridian_cart_store_core::replication::ReplicationStatus as Replication;
-pub use meridian_cart_store_core::replication::PeerStatus;
 
 /// Adds what every operation shares, by the rule the handlers follow: every response echoes
 /// `X-Request-Id` and every 503 has `Retry-After`; cart operations honour a `Causal-Token`

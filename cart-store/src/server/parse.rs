@@ -119,7 +119,9 @@ pub(super) async fn await_token(state: &AppState, headers: &HeaderMap) -> Result
     };
     let mut applied = state.applied.clone();
     let covered = async {
-        let _ = applied.wait_for(|a| first_missing(a, &token).is_none()).await;
+        let _ = applied
+            .wait_for(|a| first_missing(a, &token).is_none())
+            .await;
     };
     match tokio::time::timeout(state.settings.causal_wait, covered).await {
         Ok(()) => Ok(()),

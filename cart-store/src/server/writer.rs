@@ -12,14 +12,14 @@ use super::AppState;
 use crate::config::Durability;
 use crate::node::{self, Applied, Node, NodeError};
 use crate::storage::{Storage, StorageError};
-use axum::http::StatusCode;
-use meridian_clocks::PhysicalClock;
-use std::sync::atomic::{AtomicU8, Ordering};
 use crate::token::CausalToken;
 use crate::transport::{Inbound, Outbound};
+use axum::http::StatusCode;
 use crossbeam_channel::{Receiver, TrySendError};
 use meridian_cart_store_core::replication::{Event, ReplicationStatus};
 use meridian_cart_store_core::Replica;
+use meridian_clocks::PhysicalClock;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -194,7 +194,11 @@ impl Writer {
     /// One transport event into the replica. A message that breaks the protocol is logged
     /// (the transport closes such connections on frame errors; a protocol error here is
     /// logged and the message ignored).
-    fn handle_peer<C: PhysicalClock>(&self, replica: &mut Replica<Arc<dyn Storage>, C>, e: Inbound) {
+    fn handle_peer<C: PhysicalClock>(
+        &self,
+        replica: &mut Replica<Arc<dyn Storage>, C>,
+        e: Inbound,
+    ) {
         let now = Instant::now();
         match e {
             Inbound::Up { peer } => {

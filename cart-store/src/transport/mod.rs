@@ -37,9 +37,18 @@ impl TransportConfig {
     }
 }
 pub enum Inbound {
-    Up { peer: String },
-    Down { peer: String, reason: String },
-    Message { peer: String, message: Message, bytes: usize },
+    Up {
+        peer: String,
+    },
+    Down {
+        peer: String,
+        reason: String,
+    },
+    Message {
+        peer: String,
+        message: Message,
+        bytes: usize,
+    },
 }
 pub struct Transport;
 #[derive(Clone)]

@@ -598,14 +598,16 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
 
     /// Applies the received entries and then `reqs` as one storage batch (see
     /// [`Node::commit`]), and returns the local results in order.
-    pub fn commit(&mut self, now: Instant, reqs: Vec<WriteRequest>) -> Vec<Result<Applied, NodeError>> {
+    pub fn commit(
+        &mut self,
+        now: Instant,
+        reqs: Vec<WriteRequest>,
+    ) -> Vec<Result<Applied, NodeError>> {
         let inbox = std::mem::take(&mut self.inbox);
         self.inbox_next.clear();
         let (from, entries): (Vec<usize>, Vec<RemoteEntry>) = inbox.into_iter().unzip();
         let before = self.node.last_seq();
-        let committed = self
-            .node
-            .commit(entries, reqs, self.config.durability);
+        let committed = self.node.commit(entries, reqs, self.config.durability);
         let mut applied = vec![0u64; self.peers.len()];
         for (i, r) in from.into_iter().zip(&committed.remote) {
             if matches!(r, Ok(crate::node::RemoteOutcome::Applied)) {
@@ -670,9 +672,10 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     fn has_sendable(&self, i: usize) -> bool {
         let p = &self.peers[i];
         p.is_connected()
-            && self.origins_for(i).into_iter().any(|o| {
-                self.durable_of(o) > p.sent.get(&o).copied().unwrap_or(0)
-            })
+            && self
+                .origins_for(i)
+                .into_iter()
+                .any(|o| self.durable_of(o) > p.sent.get(&o).copied().unwrap_or(0))
     }
 
     /// Timers: syncs (in `Process` mode), resends, forwarding decisions and log trimming.
@@ -770,7 +773,11 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
 
     /// Deletes log entries every peer has acknowledged (bounded per call).
     fn trim(&mut self) {
-        if self.peers.iter().any(|p| p.node_id.is_none() && p.acked.is_empty()) {
+        if self
+            .peers
+            .iter()
+            .any(|p| p.node_id.is_none() && p.acked.is_empty())
+        {
             // A peer we have not heard from since start may need anything.
             return;
         }
@@ -904,15 +911,11 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             if durable <= sent {
                 continue;
             }
-            let room_bytes = self
-                .config
-                .batch_bytes_max
-                .saturating_sub(bytes)
-                .min(
-                    self.config
-                        .inflight_bytes_max
-                        .saturating_sub(self.peers[i].inflight_bytes),
-                );
+            let room_bytes = self.config.batch_bytes_max.saturating_sub(bytes).min(
+                self.config
+                    .inflight_bytes_max
+                    .saturating_sub(self.peers[i].inflight_bytes),
+            );
             let room_entries = wire::ENTRIES_MAX - entries.len();
             if room_bytes == 0 || room_entries == 0 {
                 break;
@@ -984,7 +987,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                     .commit_times
                     .iter()
                     .find(|(s, _)| *s > acked_me)
-                    .map_or(0, |(_, t)| now.saturating_duration_since(*t).as_millis() as u64);
+                    .map_or(0, |(_, t)| {
+                        now.saturating_duration_since(*t).as_millis() as u64
+                    });
                 PeerStatus {
                     region: p.region.clone(),
                     node_id: p.node_id.map(|n| n.0),
@@ -1008,7 +1013,12 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             region: self.config.region.clone(),
             node_id: me.0,
             token: self.node.token().to_string(),
-            applied: self.node.progress().into_iter().map(|(o, s)| (o.0, s)).collect(),
+            applied: self
+                .node
+                .progress()
+                .into_iter()
+                .map(|(o, s)| (o.0, s))
+                .collect(),
             durable: ids(self.node.durable_progress()),
             log_entries: self.node.log_len(),
             peers,
