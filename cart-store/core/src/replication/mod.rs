@@ -627,7 +627,10 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             }
             self.commit_times.push_back((self.node.last_seq(), now));
         }
-        if self.node.has_unsynced() {
+        if self.peers.is_empty() {
+            // Nobody to ship to or acknowledge: no replication sync (the node's own
+            // durability mode stands), and trimming follows committed progress.
+        } else if self.node.has_unsynced() {
             self.sync_due.get_or_insert(now + self.config.batch_window);
         } else {
             self.on_durable(now);
@@ -781,12 +784,11 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             // A peer we have not heard from since start may need anything.
             return;
         }
-        let origins: Vec<(ReplicaId, u64)> = self
-            .node
-            .durable_progress()
-            .iter()
-            .map(|(o, s)| (*o, *s))
-            .collect();
+        let origins: Vec<(ReplicaId, u64)> = if self.peers.is_empty() {
+            self.node.progress()
+        } else {
+            self.progress_vec()
+        };
         let mut budget = TRIM_ENTRIES_MAX;
         for (o, durable) in origins {
             let bound = self
