@@ -432,7 +432,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     ///
     /// Deltas are decoded with a limit and validated here, then wait for the next
     /// [`commit`](Self::commit). An error means the peer broke the protocol: close the
-    /// connection and log it; nothing was applied from the message's bad entry on.
+    /// connection and log it; nothing of a refused message is applied.
     pub fn handle_message(
         &mut self,
         now: Instant,
@@ -543,6 +543,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         // Origins to skip for the rest of this message (a gap, or an entry held back).
         let mut stopped: Vec<ReplicaId> = Vec::new();
         let mut fresh = 0usize;
+        // Decode and validate every entry first: a message with one bad entry is refused
+        // whole, and nothing of it is applied.
+        let mut checked = Vec::with_capacity(entries.len());
         for e in entries {
             let bad = |reason: String| ProtocolError::BadEntry {
                 origin: e.origin.0,
@@ -551,6 +554,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             };
             let record = codec::decode_delta_checked(&e.record).map_err(|x| bad(x.to_string()))?;
             CartId::parse(&record.cart).map_err(|x| bad(x.to_string()))?;
+            checked.push((e, record));
+        }
+        for (e, record) in checked {
             if e.origin == me || stopped.contains(&e.origin) {
                 continue;
             }
