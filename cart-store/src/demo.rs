@@ -45,7 +45,16 @@ pub struct DemoOptions {
     pub serve: bool,
     /// Simulated latency multiplier in percent (100 = the real figures; 0 = none).
     pub latency_percent: u64,
+    /// Keep tokyo partitioned this long under a steady load in every region before the
+    /// heal (0: just the story's writes), and report the divergent carts and the time to
+    /// converge.
+    pub partition_secs: u64,
 }
+
+/// Carts the partition load writes to.
+const LOAD_CARTS: u64 = 2000;
+/// Writes per second per region during the partition load.
+const LOAD_RATE_PER_REGION: u64 = 100;
 
 struct Region {
     name: &'static str,
@@ -230,6 +239,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         )
     );
 
+    let mut load_carts = Vec::new();
+    if opts.partition_secs > 0 {
+        headline(&format!(
+            "   …and a steady load in every region for {} s of partition",
+            opts.partition_secs
+        ));
+        load_carts = partition_load(&regions, opts.partition_secs, &style).await?;
+        let divergent = count_divergent(&regions, &load_carts).await?;
+        say(
+            "tokyo",
+            format!(
+                "{} carts written during the partition; {divergent} differ between regions",
+                load_carts.len()
+            ),
+        );
+    }
+
     headline("4. The network heals");
     for r in &regions {
         for other in &regions {
@@ -240,6 +266,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     let healed = Instant::now();
     wait_converged(&regions, &["alice", "bob"], &style).await?;
+    if !load_carts.is_empty() {
+        wait_until(
+            &style,
+            "every region applying every write",
+            Duration::from_secs(120),
+            || async { same_progress(&regions).await },
+        )
+        .await?;
+        let divergent = count_divergent(&regions, &load_carts).await?;
+        if divergent > 0 {
+            bail!("{divergent} carts still differ after every region applied every write");
+        }
+    }
     let converge = healed.elapsed();
     say(
         "tokyo",
@@ -519,6 +558,95 @@ where
         let _ = std::io::stdout().flush();
     }
     Ok(())
+}
+
+/// Adds at a steady rate in every region, on the carts `load-0..LOAD_CARTS`, for `secs`.
+/// Returns the carts written.
+async fn partition_load(
+    regions: &[Region],
+    secs: u64,
+    style: &Style,
+) -> anyhow::Result<Vec<String>> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        let addr = r.http;
+        tasks.push(tokio::spawn(async move {
+            let mut written = Vec::new();
+            let mut n: u64 = i as u64 * 7919;
+            let period = Duration::from_micros(1_000_000 / LOAD_RATE_PER_REGION);
+            while Instant::now() < until {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let cart = format!("load-{}", (n >> 33) % LOAD_CARTS);
+                let (status, _) = call(
+                    addr,
+                    "POST",
+                    &format!("/carts/{cart}/items"),
+                    Some(r#"{"sku":"item","quantity":1}"#),
+                )
+                .await?;
+                if status != 200 {
+                    bail!("a load write answered {status}");
+                }
+                written.push(cart);
+                tokio::time::sleep(period).await;
+            }
+            anyhow::Ok(written)
+        }));
+    }
+    let mut carts = Vec::new();
+    wait_until(
+        style,
+        "partition under load",
+        Duration::from_secs(secs + 30),
+        || async { Instant::now() >= until },
+    )
+    .await?;
+    for t in tasks {
+        carts.extend(t.await.context("a load task")??);
+    }
+    carts.sort();
+    carts.dedup();
+    Ok(carts)
+}
+
+/// How many of `carts` do not read the same in every region.
+async fn count_divergent(regions: &[Region], carts: &[String]) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for cart in carts {
+        let mut views = Vec::new();
+        for r in regions {
+            views.push(cart_lines(
+                &call(r.http, "GET", &format!("/carts/{cart}"), None)
+                    .await?
+                    .1,
+            ));
+        }
+        if views.windows(2).any(|w| w[0] != w[1]) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Every region has applied the same writes of every origin (so, the CRDT being
+/// convergent, holds the same carts).
+async fn same_progress(regions: &[Region]) -> bool {
+    let mut first = None;
+    for r in regions {
+        let Ok((200, v)) = call(r.http, "GET", "/replication", None).await else {
+            return false;
+        };
+        let applied = v["applied"].clone();
+        match &first {
+            None => first = Some(applied),
+            Some(f) if *f != applied => return false,
+            Some(_) => {}
+        }
+    }
+    true
 }
 
 /// Polls `path` at `addr` until it shows a line: milliseconds since `since`, or `None` after
