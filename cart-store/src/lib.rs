@@ -52,6 +52,7 @@ pub mod certs;
 pub mod config;
 pub mod rocks;
 pub mod server;
+pub mod transport;
 
 pub use meridian_cart_store_core::*;
 
