@@ -383,7 +383,18 @@ async fn run_connection(shared: &Shared, peer: &Peer, conn: quinn::Connection) -
         e = read_loop(shared, peer, &mut control_recv, true) => e,
         e = conn.closed() => End::Lost(e),
     };
-    let reason = finish(&conn, end);
+    let reason = match end {
+        // Closed here, by another task: say which.
+        End::Lost(quinn::ConnectionError::LocallyClosed) => if shared.is_shutdown() {
+            "shutdown"
+        } else if peer.is_cut() {
+            "link cut (fault injection)"
+        } else {
+            "replaced by a newer connection"
+        }
+        .to_owned(),
+        end => finish(&conn, end),
+    };
     forget(peer, id);
     {
         let mut s = peer.stats();
