@@ -502,11 +502,6 @@ async fn simulated_latency_delays_each_message() {
         assert!(took >= Duration::from_millis(100), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
     }
-    // The other way has no latency configured.
-    let sent = Instant::now();
-    beta.out.try_send("alpha", ack(9)).unwrap();
-    assert_eq!(alpha.expect_message("beta").await, ack(9));
-    assert!(sent.elapsed() < Duration::from_millis(100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
