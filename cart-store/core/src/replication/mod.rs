@@ -423,7 +423,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             p.link_up = false;
             p.hello_received = false;
             p.hello_owed = false;
-            p.pending_since = None;
+            p.send_due = None;
             p.rewind(now);
         }
     }
@@ -499,7 +499,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         p.forwarding.clear();
         p.behind.clear();
         p.rewind(now);
-        p.pending_since = Some(now);
+        p.send_due = Some(now);
         p.ack_owed = true;
         Ok(())
     }
@@ -527,7 +527,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 self.commit_times.pop_front();
             }
         }
-        if !self.peers[i].inflight.is_empty() || self.peers[i].pending_since.is_none() {
+        if !self.peers[i].inflight.is_empty() || self.peers[i].send_due.is_none() {
             self.mark_sendable(i, now);
         }
     }
@@ -639,24 +639,29 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         } else if self.node.has_unsynced() {
             self.sync_due.get_or_insert(now + self.config.batch_window);
         } else {
-            self.on_durable(now);
+            // Durable at once (fsync): the batch window gathers the next commits too.
+            self.on_durable(now + self.config.batch_window);
         }
         committed.local
     }
 
-    /// Durable progress moved: every connected peer gets an Ack, and new entries.
-    fn on_durable(&mut self, now: Instant) {
+    /// Durable progress moved: every connected peer gets an Ack, and new entries from
+    /// `due` on.
+    fn on_durable(&mut self, due: Instant) {
         for i in 0..self.peers.len() {
             if self.peers[i].is_connected() {
                 self.peers[i].ack_owed = true;
-                self.mark_sendable(i, now);
+                self.mark_sendable(i, due);
             }
         }
     }
 
-    fn mark_sendable(&mut self, i: usize, now: Instant) {
+    /// Peer `i` has entries to send: the next batch goes out at `due` (or earlier, if it
+    /// was due earlier).
+    fn mark_sendable(&mut self, i: usize, due: Instant) {
         if self.has_sendable(i) {
-            self.peers[i].pending_since.get_or_insert(now);
+            let d = self.peers[i].send_due.get_or_insert(due);
+            *d = (*d).min(due);
         }
     }
 
@@ -693,6 +698,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             self.sync_due = None;
             if self.node.has_unsynced() {
                 match self.node.sync() {
+                    // The sync waited out the batch window already: ship at once.
                     Ok(()) => self.on_durable(now),
                     Err(e) => {
                         self.push_event(Event::Storage(e.to_string()));
@@ -832,8 +838,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 earliest(p.last_progress + self.config.resend_timeout);
             }
             if p.is_connected() && p.inflight_bytes < self.config.inflight_bytes_max {
-                if let Some(since) = p.pending_since {
-                    earliest(since + self.config.batch_window);
+                if let Some(due) = p.send_due {
+                    earliest(due);
                 }
             }
             for pr in p.probes.values() {
@@ -889,15 +895,14 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             };
             return Some(Transmit { to, message });
         }
-        let since = self.peers[i].pending_since?;
-        if now < since + self.config.batch_window
-            || self.peers[i].inflight_bytes >= self.config.inflight_bytes_max
+        let due = self.peers[i].send_due?;
+        if now < due || self.peers[i].inflight_bytes >= self.config.inflight_bytes_max
         {
             return None;
         }
         let entries = self.build_batch(i);
         if entries.is_empty() {
-            self.peers[i].pending_since = None;
+            self.peers[i].send_due = None;
             return None;
         }
         self.peers[i].entries_sent += entries.len() as u64;
