@@ -86,7 +86,7 @@ pub fn random_setup(rng: &mut Rng) -> (Vec<NodeSpec>, Faults) {
         duplicate_p: [0.0, 0.05, 0.2][rng.below(3) as usize],
         delay_min_ms: 1,
         delay_max_ms,
-        hello_loss: std::env::var_os("SIM_HELLO_LOSS").is_some(),
+        hello_faults: std::env::var_os("SIM_HELLO_FAULTS").is_some(),
     };
     (specs, faults)
 }
@@ -361,7 +361,7 @@ impl Sim {
             return;
         }
         self.trace.log(self.now_ms, || format!("connection r{a}-r{b} flaps"));
-        self.cluster.disconnect(a, b, self.now_ms);
+        self.disconnect(a, b);
         self.cluster.connect(a, b, self.now_ms);
     }
 
@@ -449,9 +449,17 @@ impl Sim {
                 if want {
                     self.cluster.connect(a, b, self.now_ms);
                 } else {
-                    self.cluster.disconnect(a, b, self.now_ms);
+                    self.disconnect(a, b);
                 }
             }
+        }
+    }
+
+    fn disconnect(&mut self, a: usize, b: usize) {
+        self.cluster.disconnect(a, b, self.now_ms);
+        let lost = self.net.close(a, b);
+        if lost > 0 {
+            self.trace.log(self.now_ms, || format!("{lost} hellos r{a}-r{b} die with their connection"));
         }
     }
 
