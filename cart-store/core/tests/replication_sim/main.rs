@@ -20,7 +20,7 @@ mod workload;
 use std::time::Instant;
 
 /// Seeds run by default (CI, debug build).
-const SEEDS_DEFAULT: u64 = 200;
+const SEEDS_DEFAULT: u64 = 500;
 /// Seeds the planted bug gets to be caught in.
 const BUG_SEEDS_MAX: u64 = 200;
 
@@ -72,17 +72,25 @@ fn replicas_converge_and_lose_nothing_under_faults() {
     );
 }
 
-/// The checker must catch a driver that acknowledges entries before committing them.
+/// The checker must catch a driver that acknowledges entries before committing them, by
+/// the model alone (the core's own `Behind` alarm is not counted).
 #[test]
 fn planted_bug_ack_before_commit_is_caught() {
     let options = sim::Options {
         bug: Some(sim::Bug::AckBeforeCommit),
+        fail_on_alarm: false,
         ..sim::Options::default()
     };
-    let caught = (0..BUG_SEEDS_MAX).find_map(|seed| sim::run(seed, &options).err().map(|f| (seed, f)));
+    let caught =
+        (0..BUG_SEEDS_MAX).find_map(|seed| sim::run(seed, &options).err().map(|f| (seed, f)));
     match caught {
-        Some((seed, f)) => eprintln!("planted bug (ack before commit) caught at seed {seed}: {}", f.message),
-        None => panic!("the planted bug (ack before commit) went unnoticed in {BUG_SEEDS_MAX} seeds"),
+        Some((seed, f)) => eprintln!(
+            "planted bug (ack before commit) caught at seed {seed}: {}",
+            f.message
+        ),
+        None => {
+            panic!("the planted bug (ack before commit) went unnoticed in {BUG_SEEDS_MAX} seeds")
+        }
     }
 }
 

@@ -144,7 +144,15 @@ pub struct Model {
 
 impl Model {
     /// Records a new write acknowledged at `origin` under `seq`.
-    pub fn record_write(&mut self, origin: u64, seq: u64, req: &WriteRequest, past: BTreeMap<u64, u64>, record: DeltaRecord, bytes: Vec<u8>) -> Result<(), String> {
+    pub fn record_write(
+        &mut self,
+        origin: u64,
+        seq: u64,
+        req: &WriteRequest,
+        past: BTreeMap<u64, u64>,
+        record: DeltaRecord,
+        bytes: Vec<u8>,
+    ) -> Result<(), String> {
         if let Some(seen) = self.delivered.get(&(origin, seq)) {
             if *seen != bytes {
                 return Err(format!(
@@ -165,7 +173,15 @@ impl Model {
     }
 
     /// Records one answer, and checks a retry against the first answer to its key.
-    pub fn record_answer(&mut self, node: usize, origin: u64, req: &WriteRequest, answer: &Answer, replayed: bool, wrote: Option<u64>) -> Result<(), String> {
+    pub fn record_answer(
+        &mut self,
+        node: usize,
+        origin: u64,
+        req: &WriteRequest,
+        answer: &Answer,
+        replayed: bool,
+        wrote: Option<u64>,
+    ) -> Result<(), String> {
         let past = token_progress(answer.token())?;
         if let Some(idem) = &req.idempotency {
             let k = (node, idem.key.as_str().to_owned());
@@ -182,7 +198,13 @@ impl Model {
                 Some(_) => {}
                 None => {
                     if !replayed {
-                        self.keys.insert(k, KeyAnswer { answer: answer.clone(), wrote });
+                        self.keys.insert(
+                            k,
+                            KeyAnswer {
+                                answer: answer.clone(),
+                                wrote,
+                            },
+                        );
                     }
                 }
             }
@@ -264,7 +286,9 @@ impl Model {
         for (o, s) in self.writes.keys() {
             let l = last.entry(*o).or_insert(0);
             if *s != *l + 1 {
-                return Err(format!("origin {o}: acknowledged writes jump from seq {l} to {s}"));
+                return Err(format!(
+                    "origin {o}: acknowledged writes jump from seq {l} to {s}"
+                ));
             }
             *l = *s;
         }
@@ -272,7 +296,11 @@ impl Model {
     }
 
     /// No resurrection: a remover that observed every add of a line leaves it absent.
-    pub fn check_removes(&self, cart: &str, final_lines: &BTreeMap<String, u32>) -> Result<(), String> {
+    pub fn check_removes(
+        &self,
+        cart: &str,
+        final_lines: &BTreeMap<String, u32>,
+    ) -> Result<(), String> {
         for (rk, r) in self.writes.iter().filter(|(_, w)| w.cart == cart) {
             for sku in skus_of(self, cart) {
                 if !r.kind.removes(&sku) || final_lines.get(&sku).is_none() {
@@ -293,11 +321,17 @@ impl Model {
     }
 
     /// Add wins: the adds no remove, set, clear or checkout observed all count.
-    pub fn check_adds(&self, cart: &str, final_lines: &BTreeMap<String, u32>) -> Result<(), String> {
+    pub fn check_adds(
+        &self,
+        cart: &str,
+        final_lines: &BTreeMap<String, u32>,
+    ) -> Result<(), String> {
         for sku in skus_of(self, cart) {
             let mut unobserved_sum = 0u32;
             for (ak, a) in self.writes.iter().filter(|(_, w)| w.cart == cart) {
-                let Kind::Add { quantity, .. } = a.kind else { continue };
+                let Kind::Add { quantity, .. } = a.kind else {
+                    continue;
+                };
                 if !a.kind.adds(&sku) {
                     continue;
                 }

@@ -99,9 +99,7 @@ impl Network {
     }
 
     fn is_blocked(&self, from: usize, to: usize) -> bool {
-        self.partitions
-            .iter()
-            .any(|p| *p == Partition::OneWay { from, to })
+        self.partitions.contains(&Partition::OneWay { from, to })
     }
 
     pub fn partitions(&self) -> &[Partition] {

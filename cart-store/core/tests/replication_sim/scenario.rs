@@ -21,8 +21,13 @@ fn three_nodes() -> Sim {
             crate::cluster::NodeSpec { config, skew_ms: 0 }
         })
         .collect();
-    Sim::new(Rng::new(0), specs, Faults::none(DELAY_MS), Options::default())
-        .unwrap_or_else(|e| panic!("{e}"))
+    Sim::new(
+        Rng::new(0),
+        specs,
+        Faults::none(DELAY_MS),
+        Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn quantity(sim: &Sim, node: usize, cart: &str, sku: &str) -> u32 {
@@ -44,7 +49,8 @@ fn time_to_see(sim: &mut Sim, node: usize, cart: &str, sku: &str, limit_ms: u64)
             sim.trace.dump()
         );
         let next_ms = sim.now_ms + 1;
-        sim.run_until(next_ms).unwrap_or_else(|e| panic!("{e}\n{}", sim.trace.dump()));
+        sim.run_until(next_ms)
+            .unwrap_or_else(|e| panic!("{e}\n{}", sim.trace.dump()));
     }
     sim.now_ms - start_ms
 }
@@ -64,5 +70,6 @@ pub fn non_transitive_partition() {
         let took_ms = time_to_see(&mut sim, to, "c0", sku, bound_ms);
         eprintln!("non-transitive partition: r{from}'s write reached r{to} in {took_ms} ms (bound {bound_ms} ms)");
     }
-    sim.heal_and_check().unwrap_or_else(|e| panic!("{e}\n{}", sim.trace.dump()));
+    sim.heal_and_check()
+        .unwrap_or_else(|e| panic!("{e}\n{}", sim.trace.dump()));
 }

@@ -11,7 +11,9 @@ use crate::network::{random_partition, Faults, Network, Partition, Sent};
 use crate::trace::{describe, Trace};
 use crate::workload::{cart_name, Workload, CARTS};
 use meridian_cart_store_core::replication::{Event, Message, ReplicationConfig};
-use meridian_cart_store_core::{codec, read_cart, read_log_raw, CartId, Durability, NodeError, WriteRequest};
+use meridian_cart_store_core::{
+    codec, read_cart, read_log_raw, CartId, Durability, NodeError, WriteRequest,
+};
 use meridian_clocks::ReplicaId;
 use meridian_testkit::SplitMix64 as Rng;
 use std::collections::BTreeMap;
@@ -45,15 +47,19 @@ pub struct Options {
     /// After healing, the cluster must be quiescent within this.
     pub quiesce_ms_max: u64,
     pub bug: Option<Bug>,
+    /// Fail at once on the core's own alarms (`Event::Behind`: entries a peer needs were
+    /// trimmed). Off, the model alone must notice what went wrong.
+    pub fail_on_alarm: bool,
     pub trace_all: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            fault_ms: 3_000,
+            fault_ms: 2_000,
             quiesce_ms_max: 60_000,
             bug: None,
+            fail_on_alarm: true,
             trace_all: std::env::var_os("SIM_TRACE").is_some(),
         }
     }
@@ -156,7 +162,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(rng: Rng, specs: Vec<NodeSpec>, faults: Faults, options: Options) -> Result<Self, String> {
+    pub fn new(
+        rng: Rng,
+        specs: Vec<NodeSpec>,
+        faults: Faults,
+        options: Options,
+    ) -> Result<Self, String> {
         let n = specs.len();
         let mut trace = Trace::new(options.trace_all);
         for s in &specs {
@@ -217,7 +228,9 @@ impl Sim {
     }
 
     pub fn heal(&mut self) {
-        self.trace.log(self.now_ms, || "heal: all partitions, no more drops, every node restarts".into());
+        self.trace.log(self.now_ms, || {
+            "heal: all partitions, no more drops, every node restarts".into()
+        });
         self.net.heal();
         self.net.faults.drop_p = 0.0;
         for node in &mut self.cluster.nodes {
@@ -310,7 +323,7 @@ impl Sim {
     }
 
     fn client_requests(&mut self) {
-        let (count, n) = (1 + self.rng.below(3), self.n());
+        let (count, n) = (1 + self.rng.below(2), self.n());
         for _ in 0..count {
             let node = self.rng.below(n as u64) as usize;
             let (at, req) = self.workload.next(&mut self.rng, node, n);
@@ -323,10 +336,14 @@ impl Sim {
         let now_ms = self.now_ms;
         let node = &mut self.cluster.nodes[at];
         if !node.is_up() {
-            self.trace.log(now_ms, || format!("r{at} down: client request {req:?} fails"));
+            self.trace.log(now_ms, || {
+                format!("r{at} down: client request {req:?} fails")
+            });
             return;
         }
-        self.trace.log(now_ms, || format!("r{at} client {} {:?}{}", req.cart, req.op, key_str(&req)));
+        self.trace.log(now_ms, || {
+            format!("r{at} client {} {:?}{}", req.cart, req.op, key_str(&req))
+        });
         node.pending.push(req);
     }
 
@@ -348,7 +365,9 @@ impl Sim {
         if count == 0 {
             return;
         }
-        let p = self.net.remove_partition(self.rng.below(count as u64) as usize);
+        let p = self
+            .net
+            .remove_partition(self.rng.below(count as u64) as usize);
         self.trace.log(self.now_ms, || format!("heal {p:?}"));
         self.sync_connections();
     }
@@ -360,7 +379,8 @@ impl Sim {
         if !self.cluster.is_connected(a, b) {
             return;
         }
-        self.trace.log(self.now_ms, || format!("connection r{a}-r{b} flaps"));
+        self.trace
+            .log(self.now_ms, || format!("connection r{a}-r{b} flaps"));
         self.disconnect(a, b);
         self.cluster.connect(a, b, self.now_ms);
     }
@@ -370,7 +390,8 @@ impl Sim {
         f.drop_p = [0.0, 0.05, 0.2, 0.5][self.rng.below(4) as usize];
         f.delay_max_ms = 2 + self.rng.below(100);
         let faults = *f;
-        self.trace.log(self.now_ms, || format!("faults now {faults:?}"));
+        self.trace
+            .log(self.now_ms, || format!("faults now {faults:?}"));
     }
 
     fn crash_random(&mut self, power: bool) -> Result<(), String> {
@@ -397,14 +418,19 @@ impl Sim {
         } else {
             (node.storage.reopen(), replica.node().last_seq())
         };
-        let kind = if power { "power failure" } else { "process crash" };
+        let kind = if power {
+            "power failure"
+        } else {
+            "process crash"
+        };
         self.trace.log(now_ms, || {
             format!("r{i} {kind} (last seq {last_seq} survives), down {downtime_ms} ms")
         });
         self.restart_last_seq[i] = Some(last_seq);
         self.cluster.nodes[i].stop(storage, now_ms + downtime_ms);
         let dropped = self.net.drop_to(i);
-        self.trace.log(now_ms, || format!("{dropped} packets to r{i} vanish"));
+        self.trace
+            .log(now_ms, || format!("{dropped} packets to r{i} vanish"));
         self.sync_connections();
         Ok(())
     }
@@ -418,13 +444,19 @@ impl Sim {
             }
             let now = self.cluster.at(self.now_ms);
             self.cluster.nodes[i].start(now, self.now_ms)?;
-            let last_seq = self.cluster.nodes[i].replica.as_ref().map(|r| r.node().last_seq());
+            let last_seq = self.cluster.nodes[i]
+                .replica
+                .as_ref()
+                .map(|r| r.node().last_seq());
             if let (Some(want), Some(got)) = (self.restart_last_seq[i], last_seq) {
                 if want != got {
-                    return Err(format!("r{i} restarted with last seq {got}, but {want} was durable"));
+                    return Err(format!(
+                        "r{i} restarted with last seq {got}, but {want} was durable"
+                    ));
                 }
             }
-            self.trace.log(self.now_ms, || format!("r{i} restarts at seq {last_seq:?}"));
+            self.trace
+                .log(self.now_ms, || format!("r{i} restarts at seq {last_seq:?}"));
             restarted = true;
         }
         if restarted {
@@ -445,7 +477,8 @@ impl Sim {
                     continue;
                 }
                 let what = if want { "up" } else { "down" };
-                self.trace.log(self.now_ms, || format!("connection r{a}-r{b} {what}"));
+                self.trace
+                    .log(self.now_ms, || format!("connection r{a}-r{b} {what}"));
                 if want {
                     self.cluster.connect(a, b, self.now_ms);
                 } else {
@@ -459,7 +492,9 @@ impl Sim {
         self.cluster.disconnect(a, b, self.now_ms);
         let lost = self.net.close(a, b);
         if lost > 0 {
-            self.trace.log(self.now_ms, || format!("{lost} hellos r{a}-r{b} die with their connection"));
+            self.trace.log(self.now_ms, || {
+                format!("{lost} hellos r{a}-r{b} die with their connection")
+            });
         }
     }
 
@@ -469,7 +504,12 @@ impl Sim {
         while let Some(p) = self.net.pop_due(self.now_ms) {
             let (from, to) = (p.from, p.to);
             if !self.cluster.nodes[to].is_up() {
-                self.trace.log(self.now_ms, || format!("r{from}->r{to} {} lost: r{to} is down", describe(&p.message)));
+                self.trace.log(self.now_ms, || {
+                    format!(
+                        "r{from}->r{to} {} lost: r{to} is down",
+                        describe(&p.message)
+                    )
+                });
                 continue;
             }
             if let Message::Deltas { entries, .. } = &p.message {
@@ -477,7 +517,9 @@ impl Sim {
                     self.model.record_delivered(e.origin.0, e.seq, &e.record)?;
                 }
             }
-            self.trace.log(self.now_ms, || format!("r{from}->r{to} deliver {}", describe(&p.message)));
+            self.trace.log(self.now_ms, || {
+                format!("r{from}->r{to} deliver {}", describe(&p.message))
+            });
             let forged = self.forged_ack(to, &p.message);
             let now = self.cluster.at(self.now_ms);
             let from_region = self.cluster.nodes[from].region.clone();
@@ -496,7 +538,12 @@ impl Sim {
 
     fn send(&mut self, from: usize, to: usize, message: Message) {
         if !self.cluster.is_connected(from, to) {
-            self.trace.log(self.now_ms, || format!("r{from}->r{to} {} not sent: no connection", describe(&message)));
+            self.trace.log(self.now_ms, || {
+                format!(
+                    "r{from}->r{to} {} not sent: no connection",
+                    describe(&message)
+                )
+            });
             return;
         }
         let desc = describe(&message);
@@ -508,7 +555,8 @@ impl Sim {
             Sent::Blocked => "blocked (one-way partition)",
             Sent::Dropped => "dropped",
         };
-        self.trace.log(self.now_ms, || format!("r{from}->r{to} {what} {desc}"));
+        self.trace
+            .log(self.now_ms, || format!("r{from}->r{to} {what} {desc}"));
     }
 
     // ---- the planted bug ---------------------------------------------------------------
@@ -545,7 +593,9 @@ impl Sim {
     }
 
     fn send_forged(&mut self, from: usize, ack: Message) {
-        self.trace.log(self.now_ms, || format!("BUG r{from} forges {}", describe(&ack)));
+        self.trace.log(self.now_ms, || {
+            format!("BUG r{from} forges {}", describe(&ack))
+        });
         for to in 0..self.n() {
             if to != from {
                 self.send(from, to, ack.clone());
@@ -581,7 +631,11 @@ impl Sim {
         let (now_ms, now) = (self.now_ms, self.cluster.at(self.now_ms));
         self.cluster.nodes[i].set_clock(now_ms);
         self.schedule_commit(i);
-        if self.cluster.nodes[i].commit_due_ms.is_some_and(|t| t <= now_ms) && !self.commit_held(i) {
+        if self.cluster.nodes[i]
+            .commit_due_ms
+            .is_some_and(|t| t <= now_ms)
+            && !self.commit_held(i)
+        {
             self.commit(i)?;
         }
         let replica = self.cluster.nodes[i].replica.as_mut().expect("up");
@@ -595,7 +649,8 @@ impl Sim {
 
     fn schedule_commit(&mut self, i: usize) {
         let node = &self.cluster.nodes[i];
-        let wants = node.replica.as_ref().is_some_and(|r| r.wants_commit()) || !node.pending.is_empty();
+        let wants =
+            node.replica.as_ref().is_some_and(|r| r.wants_commit()) || !node.pending.is_empty();
         if wants && node.commit_due_ms.is_none() {
             let delay_ms = self.rng.below(COMMIT_DELAY_MAX_MS + 1);
             self.cluster.nodes[i].commit_due_ms = Some(self.now_ms + delay_ms);
@@ -615,26 +670,39 @@ impl Sim {
         let results = replica.commit(now, reqs.clone());
         let after = replica.node().last_seq();
         self.trace.log(self.now_ms, || {
-            format!("r{i} commit {received} received + {} requests: seq {before} -> {after}", reqs.len())
+            format!(
+                "r{i} commit {received} received + {} requests: seq {before} -> {after}",
+                reqs.len()
+            )
         });
         let mut last = before;
         for (req, res) in reqs.iter().zip(results) {
             match res {
                 Ok(applied) => last = self.record(i, req, &applied, last)?,
                 Err(NodeError::EmptyCart(_)) => {
-                    self.trace.log(self.now_ms, || format!("r{i}   {} {:?} -> empty cart", req.cart, req.op));
+                    self.trace.log(self.now_ms, || {
+                        format!("r{i}   {} {:?} -> empty cart", req.cart, req.op)
+                    });
                 }
                 Err(e) => return Err(format!("r{i} refused {req:?}: {e}")),
             }
         }
         if last != after {
-            return Err(format!("r{i}: answers account for seqs through {last}, but the node is at {after}"));
+            return Err(format!(
+                "r{i}: answers account for seqs through {last}, but the node is at {after}"
+            ));
         }
         Ok(())
     }
 
     /// Records one acknowledged answer; returns the node's last seq after it.
-    fn record(&mut self, i: usize, req: &WriteRequest, applied: &meridian_cart_store_core::Applied, last: u64) -> Result<u64, String> {
+    fn record(
+        &mut self,
+        i: usize,
+        req: &WriteRequest,
+        applied: &meridian_cart_store_core::Applied,
+        last: u64,
+    ) -> Result<u64, String> {
         let node = &self.cluster.nodes[i];
         let origin = node.node_id.0;
         let past = token_progress(applied.answer.token())?;
@@ -642,19 +710,28 @@ impl Sim {
         let wrote = (!applied.replayed && own > last).then_some(own);
         self.trace.log(self.now_ms, || {
             let r = if applied.replayed { " (replayed)" } else { "" };
-            format!("r{i}   {} {:?}{} -> {}{r}", req.cart, req.op, key_str(req), applied.answer.token())
+            format!(
+                "r{i}   {} {:?}{} -> {}{r}",
+                req.cart,
+                req.op,
+                key_str(req),
+                applied.answer.token()
+            )
         });
         if let Some(seq) = wrote {
             let storage = node.replica.as_ref().expect("up").node().storage();
-            let raw = read_log_raw(storage, ReplicaId(origin), seq, 1, usize::MAX).map_err(|e| e.to_string())?;
+            let raw = read_log_raw(storage, ReplicaId(origin), seq, 1, usize::MAX)
+                .map_err(|e| e.to_string())?;
             let Some((s, bytes)) = raw.into_iter().next().filter(|(s, _)| *s == seq) else {
                 return Err(format!("r{i}: the log has no entry for its write {seq}"));
             };
             debug_assert_eq!(s, seq);
             let record = codec::decode_delta_checked(&bytes).map_err(|e| e.to_string())?;
-            self.model.record_write(origin, seq, req, past, record, bytes)?;
+            self.model
+                .record_write(origin, seq, req, past, record, bytes)?;
         }
-        self.model.record_answer(i, origin, req, &applied.answer, applied.replayed, wrote)?;
+        self.model
+            .record_answer(i, origin, req, &applied.answer, applied.replayed, wrote)?;
         Ok(wrote.unwrap_or(last))
     }
 
@@ -671,9 +748,16 @@ impl Sim {
     }
 
     fn events(&mut self, i: usize) -> Result<(), String> {
-        let replica = self.cluster.nodes[i].replica.as_mut().expect("up");
-        while let Some(e) = replica.poll_event() {
+        while let Some(e) = self.cluster.nodes[i]
+            .replica
+            .as_mut()
+            .and_then(|r| r.poll_event())
+        {
             match e {
+                Event::Behind { .. } if !self.options.fail_on_alarm => {
+                    self.trace
+                        .log(self.now_ms, || format!("r{i} reports {e:?}"));
+                }
                 Event::Behind { .. } | Event::HeldBack { .. } | Event::Storage(_) => {
                     return Err(format!("r{i} reports {e:?}"));
                 }
@@ -699,7 +783,11 @@ impl Sim {
             }
         }
         if replica.inbox_len() > c.inbox_entries_max {
-            return Err(format!("r{i}: inbox holds {}, more than {}", replica.inbox_len(), c.inbox_entries_max));
+            return Err(format!(
+                "r{i}: inbox holds {}, more than {}",
+                replica.inbox_len(),
+                c.inbox_entries_max
+            ));
         }
         Ok(())
     }
@@ -735,10 +823,17 @@ impl Sim {
 
     fn stuck_report(&self) -> String {
         let now = self.cluster.at(self.now_ms);
+        let all_up = self.cluster.nodes.iter().all(|n| n.is_up());
+        let check = if all_up {
+            self.check_final().err()
+        } else {
+            None
+        };
         let mut s = format!(
-            "not quiescent {} ms after healing; {} packets in flight\n",
+            "not quiescent {} ms after healing; {} packets in flight; the model says: {}\n",
             self.options.quiesce_ms_max,
-            self.net.in_flight()
+            self.net.in_flight(),
+            check.as_deref().unwrap_or("no divergence")
         );
         for (i, node) in self.cluster.nodes.iter().enumerate() {
             match &node.replica {
@@ -793,14 +888,22 @@ impl Sim {
         for (i, node) in self.cluster.nodes.iter().enumerate() {
             let r = node.replica.as_ref().expect("up when quiescent");
             let view = r.node().read(cart).map_err(|e| e.to_string())?;
-            let got: Vec<(String, u32)> = view.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
+            let got: Vec<(String, u32)> = view
+                .lines
+                .into_iter()
+                .map(|l| (l.sku, l.quantity))
+                .collect();
             if got != want {
-                return Err(format!("r{i} holds {cart} = {got:?}, but the acknowledged writes join to {want:?}"));
+                return Err(format!(
+                    "r{i} holds {cart} = {got:?}, but the acknowledged writes join to {want:?}"
+                ));
             }
             states.push(read_cart(r.node().storage(), &id).map_err(|e| e.to_string())?);
         }
         if let Some(i) = states.iter().position(|s| *s != states[0]) {
-            return Err(format!("r{i} holds another CRDT state of {cart} than r0 (same lines)"));
+            return Err(format!(
+                "r{i} holds another CRDT state of {cart} than r0 (same lines)"
+            ));
         }
         let final_lines: BTreeMap<String, u32> = want.into_iter().collect();
         self.model.check_removes(cart, &final_lines)?;
@@ -809,7 +912,11 @@ impl Sim {
 }
 
 fn nonzero(progress: &BTreeMap<ReplicaId, u64>) -> BTreeMap<ReplicaId, u64> {
-    progress.iter().filter(|(_, s)| **s > 0).map(|(o, s)| (*o, *s)).collect()
+    progress
+        .iter()
+        .filter(|(_, s)| **s > 0)
+        .map(|(o, s)| (*o, *s))
+        .collect()
 }
 
 fn key_str(req: &WriteRequest) -> String {

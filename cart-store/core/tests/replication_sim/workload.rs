@@ -1,7 +1,9 @@
 //! Client operations: adds, sets, removes, clears and checkouts on a few carts and skus,
 //! some with idempotency keys, and retries of keyed requests (same key, same request).
 
-use meridian_cart_store_core::{CartId, IdempotencyKey, Increment, Op, Quantity, Sku, WriteRequest};
+use meridian_cart_store_core::{
+    CartId, IdempotencyKey, Increment, Op, Quantity, Sku, WriteRequest,
+};
 use meridian_testkit::SplitMix64 as Rng;
 
 pub const CARTS: u64 = 3;
