@@ -7,7 +7,8 @@
 //! deltas.
 //!
 //! `SIM_SEEDS=n` runs seeds `0..n` (default [`SEEDS_DEFAULT`]); `SIM_SEED=s` replays one;
-//! `SIM_TRACE=1` prints every event. A failure prints its seed and the last events.
+//! `SIM_TRACE=1` prints every event; `SIM_KEEP_GOING=1` runs every seed and lists the
+//! failing ones. A failure prints its seed and the last events.
 
 mod cluster;
 mod model;
@@ -48,15 +49,15 @@ fn seeds() -> Vec<u64> {
 fn replicas_converge_and_lose_nothing_under_faults() {
     let started = Instant::now();
     let options = sim::Options::default();
-    let (mut writes, mut packets, mut crashes, mut virtual_ms) = (0usize, 0u64, 0u32, 0u64);
+    let keep_going = std::env::var_os("SIM_KEEP_GOING").is_some();
+    let (mut totals, mut failed) = (sim::Stats::default(), Vec::new());
     let seeds = seeds();
     for &seed in &seeds {
         match sim::run(seed, &options) {
-            Ok(stats) => {
-                writes += stats.writes;
-                packets += stats.packets;
-                crashes += stats.crashes;
-                virtual_ms += stats.end_ms;
+            Ok(stats) => totals.add(&stats),
+            Err(f) if keep_going => {
+                eprintln!("replication sim: seed {seed} failed: {}", first_line(&f.message));
+                failed.push(seed);
             }
             Err(f) => panic!(
                 "replication sim: seed {seed} failed: {}\nlast events:\n{}replay with SIM_SEED={seed} (SIM_TRACE=1 prints every event)",
@@ -65,11 +66,23 @@ fn replicas_converge_and_lose_nothing_under_faults() {
         }
     }
     eprintln!(
-        "replication sim: {} seeds passed in {:.1} s: {writes} writes, {packets} packets, {crashes} crashes, {} s of virtual time",
+        "replication sim: {} seeds run in {:.1} s, {} failed: {} writes, {} packets, {} crashes, {} s of virtual time",
         seeds.len(),
         started.elapsed().as_secs_f64(),
-        virtual_ms / 1000
+        failed.len(),
+        totals.writes,
+        totals.packets,
+        totals.crashes,
+        totals.end_ms / 1000
     );
+    assert!(
+        failed.is_empty(),
+        "replication sim: seeds {failed:?} failed; replay one with SIM_SEED=<seed>"
+    );
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
 }
 
 /// The checker must catch a driver that acknowledges entries before committing them, by

@@ -82,6 +82,15 @@ pub struct Stats {
     pub end_ms: u64,
 }
 
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.writes += other.writes;
+        self.packets += other.packets;
+        self.crashes += other.crashes;
+        self.end_ms += other.end_ms;
+    }
+}
+
 /// One random cluster for `seed`.
 pub fn random_setup(rng: &mut Rng) -> (Vec<NodeSpec>, Faults) {
     let n = 3 + rng.below(3) as usize;
