@@ -16,13 +16,15 @@ pub struct Faults {
     pub duplicate_p: f64,
     pub delay_min_ms: u64,
     pub delay_max_ms: u64,
-    /// Whether Hellos suffer the faults other messages do: loss (a drop, or a one-way
-    /// partition on a connection that stays up), and reordering behind later messages or
-    /// across a reconnect. Off by default, where a Hello is delivered before anything sent
-    /// after it on its link and dies with its connection (as a handshake would): the core
-    /// does not survive these faults yet (see the sim's module docs). `SIM_HELLO_FAULTS=1`
-    /// turns them on.
-    pub hello_faults: bool,
+    /// Whether a Hello may be lost (a drop, or a one-way partition on a connection that
+    /// stays up), as other messages may. Off by default: the core does not survive it yet
+    /// (finding 1 in the sim's module docs). `SIM_HELLO_LOSS=1` turns it on.
+    pub hello_loss: bool,
+    /// Whether a Hello may be overtaken by later messages of its link, or outlive its
+    /// connection. Off by default, where a Hello arrives before anything sent after it on
+    /// its link and dies with its connection, as a handshake would: the core does not
+    /// survive it yet (finding 2). `SIM_HELLO_REORDER=1` turns it on.
+    pub hello_reorder: bool,
 }
 
 impl Faults {
@@ -33,7 +35,8 @@ impl Faults {
             duplicate_p: 0.0,
             delay_min_ms: delay_ms,
             delay_max_ms: delay_ms,
-            hello_faults: false,
+            hello_loss: false,
+            hello_reorder: false,
         }
     }
 }
@@ -74,7 +77,7 @@ pub struct Network {
     queue: BTreeMap<(u64, u64), Packet>,
     next_id: u64,
     /// Per directed link, when its last Hello arrives: later messages do not overtake it
-    /// (unless `faults.hello_faults`).
+    /// (unless `faults.hello_reorder`).
     floor_ms: BTreeMap<(usize, usize), u64>,
     pub faults: Faults,
 }
@@ -132,7 +135,7 @@ impl Network {
         message: Message,
     ) -> Sent {
         let hello = matches!(message, Message::Hello { .. });
-        let lossy = self.faults.hello_faults || !hello;
+        let lossy = self.faults.hello_loss || !hello;
         if lossy && self.is_blocked(from, to) {
             return Sent::Blocked;
         }
@@ -144,14 +147,15 @@ impl Network {
         } else {
             1
         };
-        let ordered = !self.faults.hello_faults;
-        let floor_ms = self.floor_ms.get(&(from, to)).copied().unwrap_or(0);
+        let ordered = !self.faults.hello_reorder;
         for _ in 0..copies {
             let mut at_ms = now_ms + self.random_delay_ms(rng);
+            let floor_ms = self.floor_ms.entry((from, to)).or_insert(0);
             if ordered && hello {
-                self.floor_ms.insert((from, to), at_ms.max(floor_ms));
+                // Every copy of the Hello arrives before anything sent after it.
+                *floor_ms = (*floor_ms).max(at_ms);
             } else if ordered {
-                at_ms = at_ms.max(floor_ms);
+                at_ms = at_ms.max(*floor_ms);
             }
             self.enqueue(at_ms, from, to, message.clone());
         }
@@ -192,9 +196,9 @@ impl Network {
     }
 
     /// The connection between `a` and `b` closed: its Hellos in flight die with it (unless
-    /// `faults.hello_faults`). Returns how many.
+    /// `faults.hello_reorder`). Returns how many.
     pub fn close(&mut self, a: usize, b: usize) -> usize {
-        if self.faults.hello_faults {
+        if self.faults.hello_reorder {
             return 0;
         }
         let before = self.queue.len();

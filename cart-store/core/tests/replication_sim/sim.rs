@@ -101,7 +101,8 @@ pub fn random_setup(rng: &mut Rng) -> (Vec<NodeSpec>, Faults) {
         duplicate_p: [0.0, 0.05, 0.2][rng.below(3) as usize],
         delay_min_ms: 1,
         delay_max_ms,
-        hello_faults: std::env::var_os("SIM_HELLO_FAULTS").is_some(),
+        hello_loss: std::env::var_os("SIM_HELLO_LOSS").is_some(),
+        hello_reorder: std::env::var_os("SIM_HELLO_REORDER").is_some(),
     };
     (specs, faults)
 }
