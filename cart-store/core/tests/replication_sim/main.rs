@@ -8,7 +8,7 @@
 //!
 //! `SIM_SEEDS=n` runs seeds `0..n` (default [`SEEDS_DEFAULT`]); `SIM_SEED=s` replays one;
 //! `SIM_TRACE=1` prints every event; `SIM_KEEP_GOING=1` runs every seed and lists the
-//! failing ones. A failure prints its seed and the last events.
+//! failing ones; `SIM_FAULT_MS=n` sets the virtual time with faults (default 2000). A failure prints its seed and the last events.
 
 mod cluster;
 mod model;
@@ -18,18 +18,14 @@ mod sim;
 mod trace;
 mod workload;
 
+use sim::env_u64;
+
 use std::time::Instant;
 
 /// Seeds run by default (CI, debug build).
 const SEEDS_DEFAULT: u64 = 500;
 /// Seeds the planted bug gets to be caught in.
 const BUG_SEEDS_MAX: u64 = 200;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let parsed = v.trim().replace('_', "").parse();
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={v:?} is not a u64; refusing to guess")))
-}
 
 /// The seeds to run: `SIM_SEED` alone, or `0..SIM_SEEDS`.
 fn seeds() -> Vec<u64> {

@@ -219,7 +219,7 @@ pub fn random_partition(rng: &mut Rng, n: usize) -> Vec<Partition> {
     let pick = |rng: &mut Rng| rng.below(n as u64) as usize;
     let a = pick(rng);
     let b = (a + 1 + rng.below(n as u64 - 1) as usize) % n;
-    match rng.below(4) {
+    match rng.below(5) {
         // One pair: with 3+ nodes, a non-transitive partition.
         0 => vec![Partition::Cut(a, b)],
         // One direction only.
@@ -230,9 +230,22 @@ pub fn random_partition(rng: &mut Rng, n: usize) -> Vec<Partition> {
             .map(|x| Partition::Cut(a, x))
             .collect(),
         // `a` can hear everyone but nobody hears it.
-        _ => (0..n)
+        3 => (0..n)
             .filter(|x| *x != a)
             .map(|x| Partition::OneWay { from: a, to: x })
             .collect(),
+        // Two random sides, cut from each other.
+        _ => {
+            let side: Vec<bool> = (0..n).map(|_| rng.chance(0.5)).collect();
+            let mut cuts = Vec::new();
+            for x in 0..n {
+                for y in x + 1..n {
+                    if side[x] != side[y] {
+                        cuts.push(Partition::Cut(x, y));
+                    }
+                }
+            }
+            cuts
+        }
     }
 }

@@ -56,7 +56,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            fault_ms: 2_000,
+            fault_ms: env_u64("SIM_FAULT_MS").unwrap_or(2_000),
             quiesce_ms_max: 60_000,
             bug: None,
             fail_on_alarm: true,
@@ -924,6 +924,12 @@ impl Sim {
         self.model.check_removes(cart, &final_lines)?;
         self.model.check_adds(cart, &final_lines)
     }
+}
+
+pub fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let parsed = v.trim().replace('_', "").parse();
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={v:?} is not a u64; refusing to guess")))
 }
 
 fn nonzero(progress: &BTreeMap<ReplicaId, u64>) -> BTreeMap<ReplicaId, u64> {
