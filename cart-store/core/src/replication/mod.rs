@@ -806,6 +806,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             let bound = self
                 .peers
                 .iter()
+                // The origin never needs its own entries back: it only ever shipped durable
+                // ones, and it may never acknowledge them again (its last Ack lost).
+                .filter(|p| p.node_id != Some(o))
                 .map(|p| p.acked(o))
                 .fold(durable, u64::min);
             let done = self.trimmed.get(&o).copied().unwrap_or(0);
