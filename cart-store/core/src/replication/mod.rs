@@ -899,8 +899,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             return Some(Transmit { to, message });
         }
         let due = self.peers[i].send_due?;
-        if now < due || self.peers[i].inflight_bytes >= self.config.inflight_bytes_max
-        {
+        if now < due || self.peers[i].inflight_bytes >= self.config.inflight_bytes_max {
             return None;
         }
         let entries = self.build_batch(i);
