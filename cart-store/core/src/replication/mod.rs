@@ -259,10 +259,10 @@ pub struct ReplicationStatus {
     pub node_id: u64,
     /// The node's causal token (committed progress).
     pub token: String,
-    /// Per-origin progress applied and committed, by origin node id.
-    pub applied: BTreeMap<u64, u64>,
+    /// Per-origin progress applied and committed, keyed by origin node id (in decimal).
+    pub applied: BTreeMap<String, u64>,
     /// Per-origin progress durable (what peers are told).
-    pub durable: BTreeMap<u64, u64>,
+    pub durable: BTreeMap<String, u64>,
     /// Delta log entries stored.
     pub log_entries: u64,
     /// One per configured peer, in config order.
@@ -287,7 +287,7 @@ pub struct PeerStatus {
     /// Milliseconds since the last message from the peer (`None` if never).
     pub last_contact_ms_ago: Option<u64>,
     /// The peer's acknowledged progress, by origin node id.
-    pub acked: BTreeMap<u64, u64>,
+    pub acked: BTreeMap<String, u64>,
     /// Bytes of entries sent and not yet acknowledged.
     pub inflight_bytes: u64,
     /// Origins this node is forwarding to the peer (it was behind on them).
@@ -992,7 +992,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     /// Every peer's state and this node's progress, for `GET /replication`.
     pub fn status(&self, now: Instant) -> ReplicationStatus {
         let me = self.node.config().node_id;
-        let ids = |m: &BTreeMap<ReplicaId, u64>| m.iter().map(|(o, s)| (o.0, *s)).collect();
+        let ids =
+            |m: &BTreeMap<ReplicaId, u64>| m.iter().map(|(o, s)| (o.0.to_string(), *s)).collect();
         let peers = self
             .peers
             .iter()
@@ -1032,7 +1033,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 .node
                 .progress()
                 .into_iter()
-                .map(|(o, s)| (o.0, s))
+                .map(|(o, s)| (o.0.to_string(), s))
                 .collect(),
             durable: ids(self.node.durable_progress()),
             log_entries: self.node.log_len(),
