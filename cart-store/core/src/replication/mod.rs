@@ -856,7 +856,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     pub fn poll_sync(&mut self, now: Instant) -> Option<SyncRequest> {
         if !self.config.offload_sync
             || self.sync_running
-            || !self.sync_due.is_some_and(|t| t <= now)
+            || self.sync_due.is_none_or(|t| t > now)
         {
             return None;
         }
