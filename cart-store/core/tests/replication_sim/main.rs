@@ -8,8 +8,9 @@
 //!
 //! `SIM_SEEDS=n` runs seeds `0..n` (default [`SEEDS_DEFAULT`]); `SIM_SEED=s` replays one;
 //! `SIM_TRACE=1` prints every event; `SIM_KEEP_GOING=1` runs every seed and lists the
-//! failing ones; `SIM_FAULT_MS=n` sets the virtual time with faults (default 2000). A
-//! failure prints its seed and the last events.
+//! failing ones; `SIM_FAULT_MS=n` sets the virtual time with faults (default 2000);
+//! `SIM_IGNORE_ALARMS=1` leaves the core's `Event::Behind` to the model. A failure prints
+//! its seed and the last events.
 //!
 //! # Findings the default network does not exercise
 //!
