@@ -148,3 +148,8 @@ fn planted_bug_ack_before_commit_is_caught() {
 fn non_transitive_partition_converges_by_forwarding() {
     scenario::non_transitive_partition();
 }
+
+#[test]
+fn one_way_partition_converges_by_forwarding() {
+    scenario::one_way_partition();
+}
