@@ -4,7 +4,9 @@
 //! one-way, non-transitive, two-sided), crashes that lose unsynced writes, and a reference
 //! model that checks convergence, that no acknowledged write is lost, that no observed remove
 //! is undone, add-wins, causal answers, bounded memory and that no `(origin, seq)` ever
-//! carries two deltas.
+//! carries two deltas. Two planted bugs show the checker bites: a driver that acknowledges
+//! before it commits (caught as lost acknowledged writes), and a disk that lies about fsync
+//! (caught as a seq handed out twice with different deltas).
 //!
 //! `SIM_SEEDS=n` runs seeds `0..n` (default [`SEEDS_DEFAULT`]); `SIM_SEED=s` replays one;
 //! `SIM_TRACE=1` prints every event; `SIM_KEEP_GOING=1` runs every seed and lists the
@@ -141,6 +143,24 @@ fn planted_bug_ack_before_commit_is_caught() {
         None => {
             panic!("the planted bug (ack before commit) went unnoticed in {BUG_SEEDS_MAX} seeds")
         }
+    }
+}
+
+/// The ledger of `(origin, seq)` must catch a node that hands out a seq its peers have seen
+/// with another delta: here a disk that lies about fsync brings back an older state.
+#[test]
+fn planted_bug_lying_fsync_is_caught_as_seq_reuse() {
+    let options = sim::Options {
+        bug: Some(sim::Bug::LyingFsync),
+        ..sim::Options::default()
+    };
+    let caught = (0..BUG_SEEDS_MAX).find_map(|seed| {
+        let f = sim::run(seed, &options).err()?;
+        f.message.starts_with("seq reuse").then_some((seed, f))
+    });
+    match caught {
+        Some((seed, f)) => eprintln!("planted bug (lying fsync) caught at seed {seed}: {}", first_line(&f.message)),
+        None => panic!("the planted bug (lying fsync) was never reported as a seq reuse in {BUG_SEEDS_MAX} seeds"),
     }
 }
 

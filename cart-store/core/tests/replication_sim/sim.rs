@@ -12,7 +12,7 @@ use crate::trace::{describe, Trace};
 use crate::workload::{cart_name, Workload, CARTS};
 use meridian_cart_store_core::replication::{Event, Message, ReplicationConfig};
 use meridian_cart_store_core::{
-    codec, read_cart, read_log_raw, CartId, Durability, NodeError, WriteRequest,
+    codec, read_cart, read_log_raw, CartId, Durability, MemStorage, NodeError, WriteRequest,
 };
 use meridian_clocks::ReplicaId;
 use meridian_testkit::SplitMix64 as Rng;
@@ -35,7 +35,14 @@ pub enum Bug {
     /// Node 0's driver acknowledges received entries on its behalf before they are
     /// committed (a forged `Ack` to every peer), then loses them in a power failure.
     AckBeforeCommit,
+    /// Node 0's disk lies about fsync: a power failure brings back an older durable state
+    /// than the node was told, so it hands out seqs (and dots) its peers have seen.
+    LyingFsync,
 }
+
+/// With `Bug::LyingFsync`: when node 0's disk is snapshotted, and when it then fails.
+const LYING_SNAPSHOT_MS: u64 = 300;
+const LYING_CRASH_MS: u64 = 1_200;
 
 /// The node whose driver carries the planted bug.
 const BUG_NODE: usize = 0;
@@ -167,6 +174,9 @@ pub struct Sim {
     /// Per node, the last seq its restart must find (set at a crash).
     restart_last_seq: Vec<Option<u64>>,
     bug_crash_ms: Option<u64>,
+    /// With `Bug::LyingFsync`: the older state node 0's disk will come back with.
+    lying_disk: Option<MemStorage>,
+    crashes_of_bug_node: u32,
     packets: u64,
     crashes: u32,
 }
@@ -203,6 +213,8 @@ impl Sim {
             next_action_ms: 0,
             restart_last_seq: vec![None; n],
             bug_crash_ms: None,
+            lying_disk: None,
+            crashes_of_bug_node: 0,
             packets: 0,
             crashes: 0,
         };
@@ -279,6 +291,7 @@ impl Sim {
         }
         self.restart_due()?;
         self.bug_crash_due()?;
+        self.lying_fsync_due()?;
         self.deliver_due()?;
         for i in 0..self.n() {
             self.drive(i)?;
@@ -415,6 +428,16 @@ impl Sim {
     /// Crashes node `i`: a power failure keeps only synced writes; a process crash keeps
     /// all. Either way its peer state and queued client requests are gone.
     pub fn crash(&mut self, i: usize, power: bool) -> Result<(), String> {
+        self.crash_onto(i, power, None)
+    }
+
+    /// Crashes node `i`; a power failure brings back `disk` if given (a lying disk).
+    fn crash_onto(
+        &mut self,
+        i: usize,
+        power: bool,
+        disk: Option<MemStorage>,
+    ) -> Result<(), String> {
         self.crashes += 1;
         let now_ms = self.now_ms;
         let downtime_ms = self.rng.below(DOWNTIME_MAX_MS);
@@ -424,7 +447,7 @@ impl Sim {
         let (storage, last_seq) = if power {
             let durable = node.durable_own();
             self.model.power_failure(i, origin, durable)?;
-            (node.storage.crash(), durable)
+            (disk.unwrap_or_else(|| node.storage.crash()), durable)
         } else {
             (node.storage.reopen(), replica.node().last_seq())
         };
@@ -458,7 +481,8 @@ impl Sim {
                 .replica
                 .as_ref()
                 .map(|r| r.node().last_seq());
-            if let (Some(want), Some(got)) = (self.restart_last_seq[i], last_seq) {
+            let lying = self.options.bug == Some(Bug::LyingFsync);
+            if let (Some(want), Some(got), false) = (self.restart_last_seq[i], last_seq, lying) {
                 if want != got {
                     return Err(format!(
                         "r{i} restarted with last seq {got}, but {want} was durable"
@@ -611,6 +635,30 @@ impl Sim {
                 self.send(from, to, ack.clone());
             }
         }
+    }
+
+    /// With `Bug::LyingFsync`: snapshots node 0's durable state, then later fails it onto
+    /// that snapshot.
+    fn lying_fsync_due(&mut self) -> Result<(), String> {
+        if self.options.bug != Some(Bug::LyingFsync) || !self.cluster.nodes[BUG_NODE].is_up() {
+            return Ok(());
+        }
+        let node = &self.cluster.nodes[BUG_NODE];
+        if self.lying_disk.is_none() && self.now_ms >= LYING_SNAPSHOT_MS {
+            self.lying_disk = Some(node.storage.crash());
+            self.trace.log(self.now_ms, || {
+                format!("BUG r{BUG_NODE}'s disk will come back as it is now")
+            });
+        }
+        if self.now_ms >= LYING_CRASH_MS && self.crashes_of_bug_node == 0 {
+            self.crashes_of_bug_node += 1;
+            let disk = self.lying_disk.take();
+            self.trace.log(self.now_ms, || {
+                format!("BUG r{BUG_NODE} fails onto its lying disk")
+            });
+            self.crash_onto(BUG_NODE, true, disk)?;
+        }
+        Ok(())
     }
 
     fn bug_crash_due(&mut self) -> Result<(), String> {
