@@ -854,10 +854,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     /// With `offload_sync`: a sync is due. Run [`Storage::sync`] (on any thread), then call
     /// [`handle_synced`](Self::handle_synced) with this request. At most one runs at a time.
     pub fn poll_sync(&mut self, now: Instant) -> Option<SyncRequest> {
-        if !self.config.offload_sync
-            || self.sync_running
-            || self.sync_due.is_none_or(|t| t > now)
-        {
+        if !self.config.offload_sync || self.sync_running || self.sync_due.is_none_or(|t| t > now) {
             return None;
         }
         self.sync_due = None;

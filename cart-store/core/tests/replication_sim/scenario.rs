@@ -55,21 +55,50 @@ fn time_to_see(sim: &mut Sim, node: usize, cart: &str, sku: &str, limit_ms: u64)
     sim.now_ms - start_ms
 }
 
-/// r0–r2 cut both ways while r0–r1 and r1–r2 are up: r1 must forward each side's writes
-/// to the other within `forward_after`, plus the wait for r1's next timer (the trim
-/// interval), plus a few hops of delay, batch window and commit.
-pub fn non_transitive_partition() {
+/// How long a write may take to go around a partition: `forward_after`, plus the wait for
+/// the forwarder's next timer (the trim interval), plus a few hops of delay, batch window
+/// and commit.
+fn forwarding_bound_ms() -> u64 {
+    let hop_ms = DELAY_MS + BATCH_WINDOW_MS + 5;
+    FORWARD_AFTER_MS + TRIM_INTERVAL.as_millis() as u64 + 4 * hop_ms
+}
+
+/// Cuts `partitions` once the cluster has settled, then checks that each write `(from,
+/// to, sku)` reaches `to` within the forwarding bound, and that the cluster converges once
+/// healed.
+fn writes_go_around(name: &str, partitions: &[Partition], writes: &[(usize, usize, &str)]) {
     let mut sim = three_nodes();
     sim.run_until(200).unwrap_or_else(|e| panic!("{e}"));
-    sim.add_partition(Partition::Cut(0, 2));
+    for p in partitions {
+        sim.add_partition(*p);
+    }
     sim.run_until(300).unwrap_or_else(|e| panic!("{e}"));
-    let hop_ms = DELAY_MS + BATCH_WINDOW_MS + 5;
-    let bound_ms = FORWARD_AFTER_MS + TRIM_INTERVAL.as_millis() as u64 + 4 * hop_ms;
-    for (from, to, sku) in [(0, 2, "s0"), (2, 0, "s1")] {
+    let bound_ms = forwarding_bound_ms();
+    for &(from, to, sku) in writes {
         sim.submit(from, WriteRequest::add("c0", sku, 1).expect("valid"));
         let took_ms = time_to_see(&mut sim, to, "c0", sku, bound_ms);
-        eprintln!("non-transitive partition: r{from}'s write reached r{to} in {took_ms} ms (bound {bound_ms} ms)");
+        eprintln!("{name}: r{from}'s write reached r{to} in {took_ms} ms (bound {bound_ms} ms)");
     }
     sim.heal_and_check()
         .unwrap_or_else(|e| panic!("{e}\n{}", sim.trace.dump()));
+}
+
+/// r0–r2 cut both ways while r0–r1 and r1–r2 are up: r1 forwards each side's writes to the
+/// other.
+pub fn non_transitive_partition() {
+    writes_go_around(
+        "non-transitive partition",
+        &[Partition::Cut(0, 2)],
+        &[(0, 2, "s0"), (2, 0, "s1")],
+    );
+}
+
+/// r0 → r1 blocked while the connection stays up (r1 hears nothing from r0, r0 still hears
+/// r1): r2 forwards r0's writes to r1, and r1's writes reach r0 directly.
+pub fn one_way_partition() {
+    writes_go_around(
+        "one-way partition",
+        &[Partition::OneWay { from: 0, to: 1 }],
+        &[(0, 1, "s0"), (1, 0, "s1")],
+    );
 }

@@ -12,7 +12,7 @@ use crate::trace::{describe, Trace};
 use crate::workload::{cart_name, Workload, CARTS};
 use meridian_cart_store_core::replication::{Event, Message, ReplicationConfig};
 use meridian_cart_store_core::{
-    codec, read_cart, read_log_raw, CartId, Durability, NodeError, WriteRequest,
+    codec, read_cart, read_log_raw, CartId, Durability, MemStorage, NodeError, WriteRequest,
 };
 use meridian_clocks::ReplicaId;
 use meridian_testkit::SplitMix64 as Rng;
@@ -35,7 +35,14 @@ pub enum Bug {
     /// Node 0's driver acknowledges received entries on its behalf before they are
     /// committed (a forged `Ack` to every peer), then loses them in a power failure.
     AckBeforeCommit,
+    /// Node 0's disk lies about fsync: a power failure brings back an older durable state
+    /// than the node was told, so it hands out seqs (and dots) its peers have seen.
+    LyingFsync,
 }
+
+/// With `Bug::LyingFsync`: when node 0's disk is snapshotted, and when it then fails.
+const LYING_SNAPSHOT_MS: u64 = 300;
+const LYING_CRASH_MS: u64 = 1_200;
 
 /// The node whose driver carries the planted bug.
 const BUG_NODE: usize = 0;
@@ -59,7 +66,7 @@ impl Default for Options {
             fault_ms: env_u64("SIM_FAULT_MS").unwrap_or(2_000),
             quiesce_ms_max: 60_000,
             bug: None,
-            fail_on_alarm: true,
+            fail_on_alarm: std::env::var_os("SIM_IGNORE_ALARMS").is_none(),
             trace_all: std::env::var_os("SIM_TRACE").is_some(),
         }
     }
@@ -172,6 +179,9 @@ pub struct Sim {
     /// Per node, the last seq its restart must find (set at a crash).
     restart_last_seq: Vec<Option<u64>>,
     bug_crash_ms: Option<u64>,
+    /// With `Bug::LyingFsync`: the older state node 0's disk will come back with.
+    lying_disk: Option<MemStorage>,
+    crashes_of_bug_node: u32,
     packets: u64,
     crashes: u32,
 }
@@ -208,6 +218,8 @@ impl Sim {
             next_action_ms: 0,
             restart_last_seq: vec![None; n],
             bug_crash_ms: None,
+            lying_disk: None,
+            crashes_of_bug_node: 0,
             packets: 0,
             crashes: 0,
         };
@@ -284,6 +296,7 @@ impl Sim {
         }
         self.restart_due()?;
         self.bug_crash_due()?;
+        self.lying_fsync_due()?;
         self.deliver_due()?;
         for i in 0..self.n() {
             self.drive(i)?;
@@ -423,6 +436,16 @@ impl Sim {
     /// Crashes node `i`: a power failure keeps only synced writes; a process crash keeps
     /// all. Either way its peer state and queued client requests are gone.
     pub fn crash(&mut self, i: usize, power: bool) -> Result<(), String> {
+        self.crash_onto(i, power, None)
+    }
+
+    /// Crashes node `i`; a power failure brings back `disk` if given (a lying disk).
+    fn crash_onto(
+        &mut self,
+        i: usize,
+        power: bool,
+        disk: Option<MemStorage>,
+    ) -> Result<(), String> {
         self.crashes += 1;
         let now_ms = self.now_ms;
         let downtime_ms = self.rng.below(DOWNTIME_MAX_MS);
@@ -430,27 +453,34 @@ impl Sim {
         let origin = node.node_id.0;
         let replica = node.replica.as_ref().expect("crash of a node that is up");
         let (storage, last_seq) = if power {
-            let storage = node.storage.crash();
-            // What survived: at least what the replica knew durable (an offloaded sync may
-            // have made more durable than it has heard of yet).
-            let survived = match meridian_cart_store_core::Storage::get(
-                &storage,
-                meridian_cart_store_core::Cf::Meta,
-                codec::META_SEQ,
-            ) {
-                Ok(Some(v)) => codec::decode_u64("seq", &v).map_err(|e| e.to_string())?,
-                Ok(None) => 0,
-                Err(e) => return Err(e.to_string()),
-            };
+            let storage = disk.unwrap_or_else(|| node.storage.crash());
             let known = node.durable_own();
-            if survived < known {
-                return Err(format!(
-                    "r{i} lost durable writes in a power failure: seq {known} was durable, \
-                     {survived} survived"
-                ));
+            if self.options.bug == Some(Bug::LyingFsync) {
+                // The planted bug: the node believes `known` is durable; the ledger must
+                // catch what the disk lost.
+                self.model.power_failure(i, origin, known)?;
+                (storage, known)
+            } else {
+                // What survived: at least what the replica knew durable (an offloaded sync
+                // may have made more durable than it has heard of yet).
+                let survived = match meridian_cart_store_core::Storage::get(
+                    &storage,
+                    meridian_cart_store_core::Cf::Meta,
+                    codec::META_SEQ,
+                ) {
+                    Ok(Some(v)) => codec::decode_u64("seq", &v).map_err(|e| e.to_string())?,
+                    Ok(None) => 0,
+                    Err(e) => return Err(e.to_string()),
+                };
+                if survived < known {
+                    return Err(format!(
+                        "r{i} lost durable writes in a power failure: seq {known} was durable, \
+                         {survived} survived"
+                    ));
+                }
+                self.model.power_failure(i, origin, survived)?;
+                (storage, survived)
             }
-            self.model.power_failure(i, origin, survived)?;
-            (storage, survived)
         } else {
             (node.storage.reopen(), replica.node().last_seq())
         };
@@ -484,7 +514,8 @@ impl Sim {
                 .replica
                 .as_ref()
                 .map(|r| r.node().last_seq());
-            if let (Some(want), Some(got)) = (self.restart_last_seq[i], last_seq) {
+            let lying = self.options.bug == Some(Bug::LyingFsync);
+            if let (Some(want), Some(got), false) = (self.restart_last_seq[i], last_seq, lying) {
                 if want != got {
                     return Err(format!(
                         "r{i} restarted with last seq {got}, but {want} was durable"
@@ -637,6 +668,30 @@ impl Sim {
                 self.send(from, to, ack.clone());
             }
         }
+    }
+
+    /// With `Bug::LyingFsync`: snapshots node 0's durable state, then later fails it onto
+    /// that snapshot.
+    fn lying_fsync_due(&mut self) -> Result<(), String> {
+        if self.options.bug != Some(Bug::LyingFsync) || !self.cluster.nodes[BUG_NODE].is_up() {
+            return Ok(());
+        }
+        let node = &self.cluster.nodes[BUG_NODE];
+        if self.lying_disk.is_none() && self.now_ms >= LYING_SNAPSHOT_MS {
+            self.lying_disk = Some(node.storage.crash());
+            self.trace.log(self.now_ms, || {
+                format!("BUG r{BUG_NODE}'s disk will come back as it is now")
+            });
+        }
+        if self.now_ms >= LYING_CRASH_MS && self.crashes_of_bug_node == 0 {
+            self.crashes_of_bug_node += 1;
+            let disk = self.lying_disk.take();
+            self.trace.log(self.now_ms, || {
+                format!("BUG r{BUG_NODE} fails onto its lying disk")
+            });
+            self.crash_onto(BUG_NODE, true, disk)?;
+        }
+        Ok(())
     }
 
     fn bug_crash_due(&mut self) -> Result<(), String> {
