@@ -47,6 +47,10 @@ enum Command {
         /// Scale the simulated WAN latency, in percent of the real figures (0 = none).
         #[arg(long, default_value_t = 100)]
         latency_percent: u64,
+        /// Hold the partition this long under a steady load in every region, then report
+        /// the divergent carts and the time to converge.
+        #[arg(long, default_value_t = 0)]
+        partition_secs: u64,
     },
     /// Write a development CA and one certificate per region.
     Certs {
@@ -67,7 +71,12 @@ fn main() -> ExitCode {
         Command::Demo {
             serve,
             latency_percent,
-        } => demo(serve, latency_percent),
+            partition_secs,
+        } => demo(meridian_cart_store::demo::DemoOptions {
+            serve,
+            latency_percent,
+            partition_secs,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,7 +87,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo(serve: bool, latency_percent: u64) -> anyhow::Result<()> {
+fn demo(opts: meridian_cart_store::demo::DemoOptions) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -90,12 +99,7 @@ fn demo(serve: bool, latency_percent: u64) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(meridian_cart_store::demo::run(
-        meridian_cart_store::demo::DemoOptions {
-            serve,
-            latency_percent,
-        },
-    ))
+    runtime.block_on(meridian_cart_store::demo::run(opts))
 }
 
 fn certs(out: PathBuf, regions: &[String]) -> anyhow::Result<()> {

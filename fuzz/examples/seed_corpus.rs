@@ -127,6 +127,44 @@ fn main() -> std::io::Result<()> {
         "token",
         tokens.iter().map(|t| t.to_string().into_bytes()),
     )?;
+    total += write_raw(&dir("core_frame"), "frame", frames())?;
     println!("wrote {total} seed files under {}", root.display());
     Ok(())
+}
+
+/// Frame bodies (without the length prefix) of each message kind, with real deltas.
+fn frames() -> Vec<Vec<u8>> {
+    use meridian_cart_store_core::replication::wire::{encode_frame, Entry, Message};
+    use meridian_clocks::HlcTimestamp;
+    let hlc = HlcTimestamp::new(1_700_000_000_000, 0);
+    let deltas = seeds::carts()
+        .into_iter()
+        .enumerate()
+        .map(|(i, delta)| Entry {
+            origin: ReplicaId(2),
+            seq: i as u64 + 1,
+            record: codec::encode_delta(&DeltaRecord {
+                cart: format!("c{}", i % 2),
+                hlc,
+                delta,
+            }),
+        })
+        .collect();
+    let progress = vec![(ReplicaId(1), 3), (ReplicaId(2), 5)];
+    [
+        Message::Hello {
+            region: "peer".into(),
+            node_id: ReplicaId(2),
+            hlc,
+            progress: progress.clone(),
+        },
+        Message::Ack { hlc, progress },
+        Message::Deltas {
+            hlc,
+            entries: deltas,
+        },
+    ]
+    .iter()
+    .map(|m| encode_frame(m)[4..].to_vec())
+    .collect()
 }

@@ -11,7 +11,11 @@
 //! 4. starts a Debian `redis-server` (installed with apt-get if missing and running as root)
 //!    with `appendonly yes` and `appendfsync everysec`, and drives it with the same shape
 //!    (HINCRBY / HGETALL / HDEL, one command in flight per client);
-//! 5. prints both throughputs, both p99s and the ratio.
+//! 5. starts three nodes replicating over QUIC on loopback (`cart-store certs` makes their
+//!    certificates) and runs the same load against one of them: its throughput with two
+//!    peers attached against the single node's, the replication lag its peers acknowledge,
+//!    and the bytes of replication frames on the wire per byte of delta shipped;
+//! 6. prints the throughputs, p99s and ratios.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,6 +30,7 @@ struct Params {
     carts: u32,
     mix: String,
     skip_fsync: bool,
+    skip_peers: bool,
 }
 
 impl Params {
@@ -36,6 +41,7 @@ impl Params {
             carts: 100_000,
             mix: "add=70,read=20,remove=10".to_owned(),
             skip_fsync: false,
+            skip_peers: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -54,10 +60,11 @@ impl Params {
                 "--carts" => p.carts = num(value()?)?,
                 "--mix" => p.mix = value()?,
                 "--skip-fsync" => p.skip_fsync = true,
+                "--skip-peers" => p.skip_peers = true,
                 other => {
                     return Err(format!(
                         "unknown bench-node flag {other:?} (--concurrency N, --duration-secs N, \
-                         --carts N, --mix SPEC, --skip-fsync)"
+                         --carts N, --mix SPEC, --skip-fsync, --skip-peers)"
                     ))
                 }
             }
@@ -308,6 +315,162 @@ fn redis_run(load_bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
     )
 }
 
+/// What a replicated run measured besides the load's own figures.
+struct Replicated {
+    run: Run,
+    /// Replication frame bytes (both directions) per byte of delta shipped.
+    wire_per_delta: f64,
+    /// Deltas shipped to the peers.
+    deltas: f64,
+    /// Commit → peer acknowledgement, p50 and p99 upper bucket bounds, ms.
+    lag_ms: (f64, f64),
+}
+
+/// The `q` quantile's upper bucket bound of a Prometheus histogram (summed over labels), ms.
+fn histogram_quantile_ms(text: &str, name: &str, q: f64) -> f64 {
+    let mut buckets: std::collections::BTreeMap<u64, f64> = Default::default();
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+    {
+        let Some(le) = l.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let key = if le == "+Inf" {
+            u64::MAX
+        } else {
+            (le.parse::<f64>().unwrap_or(0.0) * 1e6) as u64
+        };
+        *buckets.entry(key).or_default() += v;
+    }
+    let total = buckets.get(&u64::MAX).copied().unwrap_or(0.0);
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    for (le, count) in &buckets {
+        if *count >= q * total {
+            return if *le == u64::MAX {
+                f64::INFINITY
+            } else {
+                *le as f64 / 1000.0
+            };
+        }
+    }
+    f64::INFINITY
+}
+
+/// Three nodes replicating over QUIC on loopback; the load drives the first.
+fn replicated_run(
+    bin: &Path,
+    load_bin: &Path,
+    dir: &Path,
+    p: &Params,
+) -> Result<Replicated, String> {
+    let regions = ["bench-a", "bench-b", "bench-c"];
+    let certs = dir.join("certs");
+    let ok = Command::new(bin)
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .args(["--regions", &regions.join(",")])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run cart-store certs: {e}"))?;
+    if !ok.success() {
+        return Err("cart-store certs failed".into());
+    }
+    let http: Vec<SocketAddr> = (0..3)
+        .map(|_| free_port().map(|port| SocketAddr::from(([127, 0, 0, 1], port))))
+        .collect::<Result<_, _>>()?;
+    let quic: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut guards = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let mut text = format!(
+            "region = \"{region}\"\nnode_id = {}\ndata_dir = {:?}\nhttp_listen = \"{}\"\n\
+             peer_listen = \"{}\"\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+            i + 1,
+            dir.join(format!("data-{region}")).display().to_string(),
+            http[i],
+            quic[i],
+            certs.join("ca.pem").display().to_string(),
+            certs.join(format!("{region}.pem")).display().to_string(),
+            certs.join(format!("{region}.key")).display().to_string(),
+        );
+        for (j, other) in regions.iter().enumerate() {
+            if i != j {
+                text += &format!(
+                    "[[peers]]\nregion = \"{other}\"\naddress = \"{}\"\n",
+                    quic[j]
+                );
+            }
+        }
+        let config = dir.join(format!("{region}.toml"));
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(dir.join(format!("{region}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start cart-store: {e}"))?;
+        guards.push(Guard(child, "cart-store"));
+    }
+    for a in &http {
+        wait_until("cart-store", || http_get(*a, "/health").is_ok())?;
+    }
+    wait_until("the peer links", || {
+        http.iter().all(|a| {
+            http_get(*a, "/replication")
+                .map(|t| t.matches("\"connected\":true").count() == 2)
+                .unwrap_or(false)
+        })
+    })?;
+    eprintln!("xtask: three replicating nodes up; loading {}", http[0]);
+    let run = run_load(
+        load_bin,
+        &["--target".to_owned(), format!("http://{}", http[0])],
+        p,
+        &dir.join("replicated.json"),
+    )?;
+    // Let the last batches be acknowledged, then count.
+    std::thread::sleep(Duration::from_secs(2));
+    let texts: Vec<String> = http
+        .iter()
+        .map(|a| http_get(*a, "/metrics"))
+        .collect::<Result<_, _>>()?;
+    let delta_bytes = metric(&texts[0], "cart_store_peer_delta_bytes_sent_total");
+    let deltas = metric(&texts[0], "cart_store_peer_deltas_sent_total");
+    let wire: f64 = texts
+        .iter()
+        .map(|t| metric(t, "cart_store_peer_bytes_received_total"))
+        .sum();
+    let lag = "cart_store_replication_lag_seconds";
+    Ok(Replicated {
+        run,
+        wire_per_delta: if delta_bytes > 0.0 {
+            wire / delta_bytes
+        } else {
+            f64::NAN
+        },
+        deltas,
+        lag_ms: (
+            histogram_quantile_ms(&texts[0], lag, 0.5),
+            histogram_quantile_ms(&texts[0], lag, 0.99),
+        ),
+    })
+}
+
 /// Runs the whole comparison.
 pub fn bench_node(args: &[String]) -> Result<(), String> {
     let p = Params::parse(args)?;
@@ -335,6 +498,11 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
         Some(node_run(&bin, &load_bin, &dir, "fsync", &p)?)
     };
     let redis = redis_run(&load_bin, &dir, &p)?;
+    let replicated = if p.skip_peers {
+        None
+    } else {
+        Some(replicated_run(&bin, &load_bin, &dir, &p)?)
+    };
 
     println!();
     println!(
@@ -356,6 +524,9 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
         row("cart-store (fsync)", f);
     }
     row("redis (appendfsync everysec)", &redis);
+    if let Some(r) = &replicated {
+        row("cart-store (process, 2 peers)", &r.run);
+    }
     println!(
         "  ratio cart-store/redis throughput: {:.2}× (target ≥ 0.5×); p99 {:.2} ms (target < 5 ms)",
         node.throughput / redis.throughput,
@@ -366,6 +537,18 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
     {
         println!(
             "  fsync mode: {ops:.0} ops/s with {per_sec:.0} fsyncs/s ({per_fsync:.1} writes per fsync)"
+        );
+    }
+    if let Some(r) = &replicated {
+        println!(
+            "  with two peers attached: {:.2}× the single node's throughput (target ≥ 0.8×)",
+            r.run.throughput / node.throughput
+        );
+        println!(
+            "  replication: {:.0} deltas shipped; {:.2} bytes of frames on the wire (both \
+             directions, acks included, QUIC headers not) per byte of delta (target ≤ 1.5×); \
+             commit → peer acknowledgement p50 ≤ {} ms, p99 ≤ {} ms (histogram bucket bounds)",
+            r.deltas, r.wire_per_delta, r.lag_ms.0, r.lag_ms.1
         );
     }
     println!("  raw summaries and node logs: {}", dir.display());

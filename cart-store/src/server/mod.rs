@@ -1,5 +1,6 @@
-//! The HTTP driver around [`Node`]: axum routes, one writer thread (group commit),
-//! Prometheus metrics, request ids, timeouts and graceful shutdown.
+//! The HTTP driver around [`Node`]: axum routes, one writer thread (group commit, and the
+//! event loop of the replication core), Prometheus metrics, request ids, timeouts and
+//! graceful shutdown.
 //!
 //! Handlers parse and check the request (path, headers, body), then either read the cart
 //! straight from storage or queue a [`WriteRequest`](crate::WriteRequest) for the writer thread, which drains up
@@ -28,11 +29,11 @@
 //! | `DELETE /carts/{cart}/items/{sku}` | the cart after removing the line |
 //! | `DELETE /carts/{cart}` | the cart after clearing it |
 //! | `POST /carts/{cart}/checkout` | `{"order","cart","lines","token"}`: exactly the observed lines |
-//! | `GET /replication` | `{"region","node_id","token","peers":[]}` (no replication yet) |
+//! | `GET /replication` | `{"region","node_id","token","applied","durable","log_entries","peers":[…]}`: per-origin progress and each peer's state |
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Every success carries a `Causal-Token` header equal to the body's `token` (see
-//! [`CausalToken`](crate::token::CausalToken)). Every response echoes the client's
+//! [`CausalToken`]). Every response echoes the client's
 //! `X-Request-Id` if it is 1–64 characters of `[A-Za-z0-9._:-]`, and otherwise (absent,
 //! longer, other characters) a generated one; the id tags the request's tracing span. A
 //! replayed idempotent answer carries `Idempotent-Replayed: true`.

@@ -129,6 +129,7 @@ impl Writer {
             }
             let now = Instant::now();
             replica.handle_timeout(now);
+            self.metrics.set_node_gauges(replica.node());
             self.transmit(&mut replica, now);
             self.drain_events(&mut replica);
             if now >= next_sweep {

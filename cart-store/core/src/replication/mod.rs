@@ -259,10 +259,10 @@ pub struct ReplicationStatus {
     pub node_id: u64,
     /// The node's causal token (committed progress).
     pub token: String,
-    /// Per-origin progress applied and committed, by origin node id.
-    pub applied: BTreeMap<u64, u64>,
+    /// Per-origin progress applied and committed, keyed by origin node id (in decimal).
+    pub applied: BTreeMap<String, u64>,
     /// Per-origin progress durable (what peers are told).
-    pub durable: BTreeMap<u64, u64>,
+    pub durable: BTreeMap<String, u64>,
     /// Delta log entries stored.
     pub log_entries: u64,
     /// One per configured peer, in config order.
@@ -287,7 +287,7 @@ pub struct PeerStatus {
     /// Milliseconds since the last message from the peer (`None` if never).
     pub last_contact_ms_ago: Option<u64>,
     /// The peer's acknowledged progress, by origin node id.
-    pub acked: BTreeMap<u64, u64>,
+    pub acked: BTreeMap<String, u64>,
     /// Bytes of entries sent and not yet acknowledged.
     pub inflight_bytes: u64,
     /// Origins this node is forwarding to the peer (it was behind on them).
@@ -423,7 +423,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             p.link_up = false;
             p.hello_received = false;
             p.hello_owed = false;
-            p.pending_since = None;
+            p.send_due = None;
             p.rewind(now);
         }
     }
@@ -432,7 +432,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     ///
     /// Deltas are decoded with a limit and validated here, then wait for the next
     /// [`commit`](Self::commit). An error means the peer broke the protocol: close the
-    /// connection and log it; nothing was applied from the message's bad entry on.
+    /// connection and log it; nothing of a refused message is applied.
     pub fn handle_message(
         &mut self,
         now: Instant,
@@ -499,7 +499,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         p.forwarding.clear();
         p.behind.clear();
         p.rewind(now);
-        p.pending_since = Some(now);
+        p.send_due = Some(now);
         p.ack_owed = true;
         Ok(())
     }
@@ -527,7 +527,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 self.commit_times.pop_front();
             }
         }
-        if !self.peers[i].inflight.is_empty() || self.peers[i].pending_since.is_none() {
+        if !self.peers[i].inflight.is_empty() || self.peers[i].send_due.is_none() {
             self.mark_sendable(i, now);
         }
     }
@@ -543,6 +543,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         // Origins to skip for the rest of this message (a gap, or an entry held back).
         let mut stopped: Vec<ReplicaId> = Vec::new();
         let mut fresh = 0usize;
+        // Decode and validate every entry first: a message with one bad entry is refused
+        // whole, and nothing of it is applied.
+        let mut checked = Vec::with_capacity(entries.len());
         for e in entries {
             let bad = |reason: String| ProtocolError::BadEntry {
                 origin: e.origin.0,
@@ -551,6 +554,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             };
             let record = codec::decode_delta_checked(&e.record).map_err(|x| bad(x.to_string()))?;
             CartId::parse(&record.cart).map_err(|x| bad(x.to_string()))?;
+            checked.push((e, record));
+        }
+        for (e, record) in checked {
             if e.origin == me || stopped.contains(&e.origin) {
                 continue;
             }
@@ -627,27 +633,35 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             }
             self.commit_times.push_back((self.node.last_seq(), now));
         }
-        if self.node.has_unsynced() {
+        if self.peers.is_empty() {
+            // Nobody to ship to or acknowledge: no replication sync (the node's own
+            // durability mode stands), and trimming follows committed progress.
+        } else if self.node.has_unsynced() {
             self.sync_due.get_or_insert(now + self.config.batch_window);
         } else {
-            self.on_durable(now);
+            // Durable at once (fsync): the batch window gathers the next commits too.
+            self.on_durable(now + self.config.batch_window);
         }
         committed.local
     }
 
-    /// Durable progress moved: every connected peer gets an Ack, and new entries.
-    fn on_durable(&mut self, now: Instant) {
+    /// Durable progress moved: every connected peer gets an Ack, and new entries from
+    /// `due` on.
+    fn on_durable(&mut self, due: Instant) {
         for i in 0..self.peers.len() {
             if self.peers[i].is_connected() {
                 self.peers[i].ack_owed = true;
-                self.mark_sendable(i, now);
+                self.mark_sendable(i, due);
             }
         }
     }
 
-    fn mark_sendable(&mut self, i: usize, now: Instant) {
+    /// Peer `i` has entries to send: the next batch goes out at `due` (or earlier, if it
+    /// was due earlier).
+    fn mark_sendable(&mut self, i: usize, due: Instant) {
         if self.has_sendable(i) {
-            self.peers[i].pending_since.get_or_insert(now);
+            let d = self.peers[i].send_due.get_or_insert(due);
+            *d = (*d).min(due);
         }
     }
 
@@ -684,6 +698,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             self.sync_due = None;
             if self.node.has_unsynced() {
                 match self.node.sync() {
+                    // The sync waited out the batch window already: ship at once.
                     Ok(()) => self.on_durable(now),
                     Err(e) => {
                         self.push_event(Event::Storage(e.to_string()));
@@ -781,17 +796,19 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             // A peer we have not heard from since start may need anything.
             return;
         }
-        let origins: Vec<(ReplicaId, u64)> = self
-            .node
-            .durable_progress()
-            .iter()
-            .map(|(o, s)| (*o, *s))
-            .collect();
+        let origins: Vec<(ReplicaId, u64)> = if self.peers.is_empty() {
+            self.node.progress()
+        } else {
+            self.progress_vec()
+        };
         let mut budget = TRIM_ENTRIES_MAX;
         for (o, durable) in origins {
             let bound = self
                 .peers
                 .iter()
+                // The origin never needs its own entries back: it only ever shipped durable
+                // ones, and it may never acknowledge them again (its last Ack lost).
+                .filter(|p| p.node_id != Some(o))
                 .map(|p| p.acked(o))
                 .fold(durable, u64::min);
             let done = self.trimmed.get(&o).copied().unwrap_or(0);
@@ -824,8 +841,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 earliest(p.last_progress + self.config.resend_timeout);
             }
             if p.is_connected() && p.inflight_bytes < self.config.inflight_bytes_max {
-                if let Some(since) = p.pending_since {
-                    earliest(since + self.config.batch_window);
+                if let Some(due) = p.send_due {
+                    earliest(due);
                 }
             }
             for pr in p.probes.values() {
@@ -881,15 +898,13 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             };
             return Some(Transmit { to, message });
         }
-        let since = self.peers[i].pending_since?;
-        if now < since + self.config.batch_window
-            || self.peers[i].inflight_bytes >= self.config.inflight_bytes_max
-        {
+        let due = self.peers[i].send_due?;
+        if now < due || self.peers[i].inflight_bytes >= self.config.inflight_bytes_max {
             return None;
         }
         let entries = self.build_batch(i);
         if entries.is_empty() {
-            self.peers[i].pending_since = None;
+            self.peers[i].send_due = None;
             return None;
         }
         self.peers[i].entries_sent += entries.len() as u64;
@@ -977,7 +992,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     /// Every peer's state and this node's progress, for `GET /replication`.
     pub fn status(&self, now: Instant) -> ReplicationStatus {
         let me = self.node.config().node_id;
-        let ids = |m: &BTreeMap<ReplicaId, u64>| m.iter().map(|(o, s)| (o.0, *s)).collect();
+        let ids =
+            |m: &BTreeMap<ReplicaId, u64>| m.iter().map(|(o, s)| (o.0.to_string(), *s)).collect();
         let peers = self
             .peers
             .iter()
@@ -1017,7 +1033,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 .node
                 .progress()
                 .into_iter()
-                .map(|(o, s)| (o.0, s))
+                .map(|(o, s)| (o.0.to_string(), s))
                 .collect(),
             durable: ids(self.node.durable_progress()),
             log_entries: self.node.log_len(),

@@ -48,9 +48,9 @@ pub struct PeerState {
     pub(crate) ack_owed: bool,
     /// The progress we last acknowledged to it.
     pub(crate) last_ack_sent: Vec<(ReplicaId, u64)>,
-    /// When entries became sendable and none were sent yet (the batch window runs from
-    /// here).
-    pub(crate) pending_since: Option<Instant>,
+    /// When the next batch of entries may go out (set when entries become sendable: the
+    /// batch window after a commit, at once after a sync, an ack or a resend).
+    pub(crate) send_due: Option<Instant>,
     pub(crate) probes: BTreeMap<ReplicaId, Probe>,
     pub(crate) forwarding: BTreeSet<ReplicaId>,
     /// Origins whose entries the peer needs and we have trimmed.
@@ -76,7 +76,7 @@ impl PeerState {
             last_progress: now,
             ack_owed: false,
             last_ack_sent: Vec::new(),
-            pending_since: None,
+            send_due: None,
             probes: BTreeMap::new(),
             forwarding: BTreeSet::new(),
             behind: BTreeSet::new(),
