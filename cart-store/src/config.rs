@@ -360,6 +360,8 @@ impl Config {
         r.inflight_bytes_max = self.replication_inflight_bytes_max;
         r.resend_timeout = Duration::from_millis(self.replication_resend_timeout_ms);
         r.forward_after = Duration::from_millis(self.replication_forward_after_ms);
+        // The node's writer runs replication syncs on a thread of their own.
+        r.offload_sync = true;
         r
     }
 

@@ -680,6 +680,15 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 .any(|(o, s)| self.durable.get(o) != Some(s))
     }
 
+    /// A sync that started when committed progress was `progress` has finished: that much
+    /// is durable (more may have been committed since, and is not).
+    pub fn mark_durable_through(&mut self, progress: &[(ReplicaId, u64)]) {
+        for (o, s) in progress {
+            let d = self.durable.entry(*o).or_insert(0);
+            *d = (*d).max(*s);
+        }
+    }
+
     fn mark_durable(&mut self) {
         self.durable = self.remote.clone();
         self.durable.insert(self.config.node_id, self.last_seq);

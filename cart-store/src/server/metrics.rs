@@ -107,6 +107,10 @@ pub struct Metrics {
     peer_refused_c: Family<PeerLabels, Counter>,
     held_back_c: Family<PeerLabels, Counter>,
     lag: HistogramFamily<PeerLabels>,
+    link_bytes_sent: Family<PeerLabels, Gauge>,
+    link_connects: Family<PeerLabels, Gauge>,
+    link_inbound_dropped: Family<PeerLabels, Gauge>,
+    link_refusals: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,6 +148,10 @@ impl Metrics {
             peer_refused_c: Family::default(),
             held_back_c: Family::default(),
             lag: Family::new_with_constructor(lag_histogram),
+            link_bytes_sent: Family::default(),
+            link_connects: Family::default(),
+            link_inbound_dropped: Family::default(),
+            link_refusals: Gauge::default(),
         };
         m.register(&mut r);
         Metrics {
@@ -273,6 +281,26 @@ impl Metrics {
             self.held_back_c.clone(),
         );
         r.register(
+            "cart_store_peer_bytes_sent",
+            "Bytes of replication frames written to the peer's QUIC streams",
+            self.link_bytes_sent.clone(),
+        );
+        r.register(
+            "cart_store_peer_connects",
+            "Times the connection to the peer came up",
+            self.link_connects.clone(),
+        );
+        r.register(
+            "cart_store_peer_inbound_dropped",
+            "Messages from the peer dropped because the writer's inbound queue was full (resent)",
+            self.link_inbound_dropped.clone(),
+        );
+        r.register(
+            "cart_store_peer_connections_refused",
+            "Incoming peer connections refused before they matched a peer (TLS, certificate, limits)",
+            self.link_refusals.clone(),
+        );
+        r.register(
             "cart_store_replication_lag_seconds",
             "From a local write's commit to its acknowledgement by the peer",
             self.lag.clone(),
@@ -350,6 +378,24 @@ impl Metrics {
         self.lag
             .get_or_create(&Self::peer(peer))
             .observe(ms as f64 / 1000.0);
+    }
+
+    /// Copies the transport's per-link counters into their series (at each scrape).
+    pub(super) fn set_link_stats(
+        &self,
+        links: &[crate::transport::LinkStats],
+        refusals: &crate::transport::RefusalStats,
+    ) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for l in links {
+            let p = Self::peer(&l.region);
+            self.link_bytes_sent.get_or_create(&p).set(g(l.bytes_sent));
+            self.link_connects.get_or_create(&p).set(g(l.connects));
+            self.link_inbound_dropped
+                .get_or_create(&p)
+                .set(g(l.inbound_dropped));
+        }
+        self.link_refusals.set(g(refusals.count));
     }
 
     /// The Prometheus text exposition.

@@ -76,7 +76,7 @@ use crate::config::Config;
 use crate::node::{Node, OpenError};
 use crate::storage::{Storage, StorageError, StorageErrorKind};
 use crate::token::CausalToken;
-use crate::transport::{Faults, Inbound, Outbound, Transport};
+use crate::transport::{Faults, Inbound, Outbound, StatsHandle, Transport};
 use crate::RocksStorage;
 use axum::Router;
 use crossbeam_channel::{Receiver, Sender};
@@ -152,6 +152,8 @@ struct AppState {
     /// The committed causal position (every origin's progress).
     applied: watch::Receiver<CausalToken>,
     metrics: Metrics,
+    /// The transport's per-link counters, read at each `/metrics` scrape.
+    links: Option<StatsHandle>,
 }
 
 /// A running node: the router, the writer thread behind it, and the QUIC transport to its
@@ -161,6 +163,16 @@ pub struct Server {
     writer: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
     transport: Option<Transport>,
     faults: Option<Faults>,
+}
+
+/// What the writer and the metrics need of a running transport.
+pub struct PeerLinks {
+    /// Connection events and messages from peers.
+    pub inbound: Receiver<Inbound>,
+    /// The per-peer outbound queues.
+    pub outbound: Outbound,
+    /// The per-link counters.
+    pub stats: StatsHandle,
 }
 
 /// Capacity of the channel from the transport to the writer: messages beyond it are
@@ -190,7 +202,12 @@ impl Server {
         let (transport, outbound, faults) = Transport::start(tc, tx)
             .await
             .map_err(ServeError::Transport)?;
-        let mut server = Server::with_replica(node, settings, replication, Some((rx, outbound)));
+        let links = PeerLinks {
+            inbound: rx,
+            outbound,
+            stats: transport.stats_handle(),
+        };
+        let mut server = Server::with_replica(node, settings, replication, Some(links));
         server.transport = Some(transport);
         server.faults = Some(faults);
         Ok(server)
@@ -228,13 +245,13 @@ impl Server {
         Server::with_replica(node, settings, replication, None)
     }
 
-    /// Serves `node` with replication: `peers` is the transport's event channel and its
-    /// outbound queues (`None`: no peers).
+    /// Serves `node` with replication over `peers`, the transport's channels (`None`: no
+    /// peers).
     pub fn with_replica<C: PhysicalClock + Send + 'static>(
         node: Node<Arc<dyn Storage>, C>,
         settings: ServerSettings,
         replication: ReplicationConfig,
-        peers: Option<(Receiver<Inbound>, Outbound)>,
+        peers: Option<PeerLinks>,
     ) -> Server {
         let metrics = Metrics::new();
         metrics.set_node_gauges(&node);
@@ -247,9 +264,10 @@ impl Server {
             writer: tx,
             applied: applied_rx,
             metrics: metrics.clone(),
+            links: peers.as_ref().map(|l| l.stats.clone()),
         });
         let (peer_rx, outbound) = match peers {
-            Some((rx, out)) => (rx, Some(out)),
+            Some(l) => (l.inbound, Some(l.outbound)),
             // A channel nobody sends on: the writer's select never fires on it.
             None => (crossbeam_channel::never(), None),
         };

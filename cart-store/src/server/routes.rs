@@ -249,6 +249,11 @@ async fn replication(State(state): State<Arc<AppState>>) -> Result<Response, Api
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(links) = &state.links {
+        state
+            .metrics
+            .set_link_stats(&links.stats(), &links.refusals());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -16,7 +16,7 @@ use crate::token::CausalToken;
 use crate::transport::{Inbound, Outbound};
 use axum::http::StatusCode;
 use crossbeam_channel::{Receiver, TrySendError};
-use meridian_cart_store_core::replication::{Event, ReplicationStatus};
+use meridian_cart_store_core::replication::{Event, ReplicationStatus, SyncRequest};
 use meridian_cart_store_core::Replica;
 use meridian_clocks::PhysicalClock;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -119,16 +119,20 @@ impl Writer {
     ) -> Result<(), StorageError> {
         let mut next_sweep = Instant::now() + IDEMPOTENCY_SWEEP_INTERVAL;
         let mut stopping = false;
+        let syncer = Syncer::start(replica.node().storage().clone());
         while !stopping {
             let wake = replica
                 .poll_timeout()
                 .map_or(next_sweep, |t| t.min(next_sweep));
-            let jobs = self.next_round(&mut replica, wake, &mut stopping);
+            let jobs = self.next_round(&mut replica, wake, &syncer, &mut stopping);
             if !jobs.is_empty() || replica.wants_commit() {
                 self.commit(&mut replica, jobs);
             }
             let now = Instant::now();
             replica.handle_timeout(now);
+            if let Some(req) = replica.poll_sync(now) {
+                syncer.start_sync(req);
+            }
             self.metrics.set_node_gauges(replica.node());
             self.transmit(&mut replica, now);
             self.drain_events(&mut replica);
@@ -146,6 +150,7 @@ impl Writer {
         &self,
         replica: &mut Replica<Arc<dyn Storage>, C>,
         wake: Instant,
+        syncer: &Syncer,
         stopping: &mut bool,
     ) -> Vec<Job> {
         let mut jobs = Vec::new();
@@ -159,7 +164,18 @@ impl Writer {
                     self.handle_peer(replica, e);
                 }
             }
+            recv(syncer.done) -> d => {
+                if let Ok((req, result)) = d {
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "replication sync failed; retrying");
+                    }
+                    replica.handle_synced(Instant::now(), req, result);
+                }
+            }
             default(wake.saturating_duration_since(Instant::now())) => {}
+        }
+        if let Ok((req, result)) = syncer.done.try_recv() {
+            replica.handle_synced(Instant::now(), req, result);
         }
         while !*stopping && jobs.len() < self.batch_max {
             match self.rx.try_recv() {
@@ -324,6 +340,39 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "idempotency sweep failed"),
         }
+    }
+}
+
+/// The thread that runs the replica's offloaded syncs (`durability = "process"` with
+/// peers): the writer keeps committing while RocksDB syncs its WAL.
+struct Syncer {
+    start: crossbeam_channel::Sender<SyncRequest>,
+    done: Receiver<(SyncRequest, Result<(), StorageError>)>,
+}
+
+impl Syncer {
+    fn start(storage: Arc<dyn Storage>) -> Syncer {
+        // One sync runs at a time (the replica asks for the next only after this one is
+        // handled), so one slot each way is enough.
+        let (start, requests) = crossbeam_channel::bounded::<SyncRequest>(1);
+        let (results, done) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("cart-store-sync".into())
+            .spawn(move || {
+                for req in requests {
+                    if results.send((req, storage.sync())).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the sync thread");
+        Syncer { start, done }
+    }
+
+    fn start_sync(&self, req: SyncRequest) {
+        self.start
+            .try_send(req)
+            .expect("one sync at a time: the slot is free");
     }
 }
 

@@ -292,6 +292,37 @@ pub struct LinkStats {
     pub last_error: Option<String>,
 }
 
+/// Reads a transport's per-link statistics (see [`Transport::stats_handle`]).
+#[derive(Clone)]
+pub struct StatsHandle {
+    shared: Arc<link::Shared>,
+}
+
+impl std::fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsHandle")
+    }
+}
+
+impl StatsHandle {
+    /// Per peer, sorted by region.
+    pub fn stats(&self) -> Vec<LinkStats> {
+        let mut v: Vec<LinkStats> = self
+            .shared
+            .peers
+            .values()
+            .map(|p| p.stats.lock().expect("stats lock").clone())
+            .collect();
+        v.sort_by(|a, b| a.region.cmp(&b.region));
+        v
+    }
+
+    /// Incoming connections refused before they were matched to a peer link.
+    pub fn refusals(&self) -> RefusalStats {
+        self.shared.refusals.lock().expect("refusals lock").clone()
+    }
+}
+
 /// Incoming connections refused before they could be matched to a peer link (handshake
 /// failures, unknown certificates, the dial rule, the handshake limit), from
 /// [`Transport::refusals`]. Refusals of a known peer also go to its
@@ -505,6 +536,14 @@ impl Transport {
             .collect();
         v.sort_by(|a, b| a.region.cmp(&b.region));
         v
+    }
+
+    /// A handle that reads [`stats`](Self::stats) and [`refusals`](Self::refusals) later,
+    /// from anywhere (the metrics endpoint).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Incoming connections refused before they were matched to a peer link.

@@ -143,6 +143,10 @@ pub struct ReplicationConfig {
     pub forward_after: Duration,
     /// Most received entries waiting to be applied; more are dropped (and resent later).
     pub inbox_entries_max: usize,
+    /// `Process` mode: the driver runs the sync that makes writes shippable, off its event
+    /// loop ([`Replica::poll_sync`] / [`Replica::handle_synced`]), instead of
+    /// [`Replica::handle_timeout`] running it inline.
+    pub offload_sync: bool,
 }
 
 impl ReplicationConfig {
@@ -158,8 +162,17 @@ impl ReplicationConfig {
             resend_timeout: RESEND_TIMEOUT_DEFAULT,
             forward_after: FORWARD_AFTER_DEFAULT,
             inbox_entries_max: INBOX_ENTRIES_MAX_DEFAULT,
+            offload_sync: false,
         }
     }
+}
+
+/// A sync the driver runs off its event loop (see [`Replica::poll_sync`]): the committed
+/// progress it will make durable.
+#[derive(Debug)]
+#[must_use = "run the sync, then pass this to Replica::handle_synced"]
+pub struct SyncRequest {
+    progress: Vec<(ReplicaId, u64)>,
 }
 
 /// A message to send to one peer.
@@ -315,6 +328,8 @@ pub struct Replica<S: Storage, C: PhysicalClock> {
     inbox_next: BTreeMap<ReplicaId, u64>,
     /// `Process` mode: when committed but unsynced writes are to be synced.
     sync_due: Option<Instant>,
+    /// An offloaded sync is running.
+    sync_running: bool,
     next_trim: Instant,
     /// Per origin, the seq through which the log is known to be trimmed.
     trimmed: BTreeMap<ReplicaId, u64>,
@@ -339,6 +354,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             inbox: Vec::new(),
             inbox_next: BTreeMap::new(),
             sync_due: None,
+            sync_running: false,
             next_trim: now + TRIM_INTERVAL,
             trimmed: BTreeMap::new(),
             commit_times: VecDeque::new(),
@@ -637,7 +653,15 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             // Nobody to ship to or acknowledge: no replication sync (the node's own
             // durability mode stands), and trimming follows committed progress.
         } else if self.node.has_unsynced() {
-            self.sync_due.get_or_insert(now + self.config.batch_window);
+            // An offloaded sync starts at once: commits made while it runs wait for the
+            // next one, which batches them (group commit of syncs). An inline sync stalls
+            // the event loop, so it waits out the batch window.
+            let due = if self.config.offload_sync {
+                now
+            } else {
+                now + self.config.batch_window
+            };
+            self.sync_due.get_or_insert(due);
         } else {
             // Durable at once (fsync): the batch window gathers the next commits too.
             self.on_durable(now + self.config.batch_window);
@@ -694,7 +718,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
 
     /// Timers: syncs (in `Process` mode), resends, forwarding decisions and log trimming.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.sync_due.is_some_and(|t| t <= now) {
+        if !self.config.offload_sync && self.sync_due.is_some_and(|t| t <= now) {
             self.sync_due = None;
             if self.node.has_unsynced() {
                 match self.node.sync() {
@@ -827,13 +851,57 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         }
     }
 
+    /// With `offload_sync`: a sync is due. Run [`Storage::sync`] (on any thread), then call
+    /// [`handle_synced`](Self::handle_synced) with this request. At most one runs at a time.
+    pub fn poll_sync(&mut self, now: Instant) -> Option<SyncRequest> {
+        if !self.config.offload_sync
+            || self.sync_running
+            || self.sync_due.is_none_or(|t| t > now)
+        {
+            return None;
+        }
+        self.sync_due = None;
+        if !self.node.has_unsynced() {
+            return None;
+        }
+        self.sync_running = true;
+        Some(SyncRequest {
+            progress: self.node.progress(),
+        })
+    }
+
+    /// The sync of `request` finished: on success, everything committed before it was
+    /// requested is durable, and ships at once.
+    pub fn handle_synced(
+        &mut self,
+        now: Instant,
+        request: SyncRequest,
+        result: Result<(), crate::storage::StorageError>,
+    ) {
+        self.sync_running = false;
+        match result {
+            Ok(()) => {
+                self.node.mark_durable_through(&request.progress);
+                self.on_durable(now);
+            }
+            Err(e) => {
+                // Retry after a window, not in a tight loop.
+                self.push_event(Event::Storage(e.to_string()));
+                self.sync_due = Some(now + self.config.batch_window);
+            }
+        }
+        if self.node.has_unsynced() {
+            self.sync_due.get_or_insert(now);
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) next has work, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_trim);
         let mut earliest = |x: Instant| {
             t = Some(t.map_or(x, |y| y.min(x)));
         };
-        if let Some(s) = self.sync_due {
+        if let Some(s) = self.sync_due.filter(|_| !self.sync_running) {
             earliest(s);
         }
         for p in &self.peers {

@@ -1,7 +1,7 @@
 //! N replicas of the real [`Replica`] over [`MemStorage`], each with its own manual clock,
 //! restarted from what survived a crash under the same node id.
 
-use meridian_cart_store_core::replication::ReplicationConfig;
+use meridian_cart_store_core::replication::{ReplicationConfig, SyncRequest};
 use meridian_cart_store_core::{MemStorage, Node, NodeConfig, Replica, WriteRequest};
 use meridian_clocks::{ManualClock, ReplicaId};
 use std::time::{Duration, Instant};
@@ -29,6 +29,8 @@ pub struct SimNode {
     pub commit_due_ms: Option<u64>,
     /// Client requests waiting for the next commit.
     pub pending: Vec<WriteRequest>,
+    /// An offloaded sync (`offload_sync`), and when it finishes.
+    pub sync_running: Option<(u64, SyncRequest)>,
 }
 
 impl SimNode {
@@ -60,6 +62,7 @@ impl SimNode {
         self.restart_at_ms = restart_at_ms;
         self.commit_due_ms = None;
         self.pending.clear();
+        self.sync_running = None;
     }
 
     pub fn is_up(&self) -> bool {
@@ -112,6 +115,7 @@ impl Cluster {
                 restart_at_ms: 0,
                 commit_due_ms: None,
                 pending: Vec::new(),
+                sync_running: None,
             };
             node.start(base, 0)?;
             nodes.push(node);

@@ -116,6 +116,9 @@ pub fn config_for(i: usize, n: usize, durability: Durability) -> ReplicationConf
     ReplicationConfig::new(region(i), peers, durability)
 }
 
+/// Longest an offloaded sync takes, in virtual ms.
+const SYNC_DELAY_MAX_MS: u64 = 8;
+
 fn random_spec(rng: &mut Rng, i: usize, n: usize) -> NodeSpec {
     let durability = if rng.chance(0.5) {
         Durability::Process
@@ -129,6 +132,8 @@ fn random_spec(rng: &mut Rng, i: usize, n: usize) -> NodeSpec {
     config.resend_timeout = Duration::from_millis(200);
     config.forward_after = Duration::from_millis(300);
     config.inbox_entries_max = 2 + rng.below(15) as usize;
+    // As the node's writer does: the sync runs elsewhere and finishes later.
+    config.offload_sync = rng.chance(0.5);
     NodeSpec {
         config,
         skew_ms: rng.below(201),
@@ -310,6 +315,9 @@ impl Sim {
                     if let Some(t) = node.commit_due_ms {
                         at(t);
                     }
+                    if let Some((t, _)) = &node.sync_running {
+                        at(*t);
+                    }
                 }
             }
         }
@@ -422,9 +430,27 @@ impl Sim {
         let origin = node.node_id.0;
         let replica = node.replica.as_ref().expect("crash of a node that is up");
         let (storage, last_seq) = if power {
-            let durable = node.durable_own();
-            self.model.power_failure(i, origin, durable)?;
-            (node.storage.crash(), durable)
+            let storage = node.storage.crash();
+            // What survived: at least what the replica knew durable (an offloaded sync may
+            // have made more durable than it has heard of yet).
+            let survived = match meridian_cart_store_core::Storage::get(
+                &storage,
+                meridian_cart_store_core::Cf::Meta,
+                codec::META_SEQ,
+            ) {
+                Ok(Some(v)) => codec::decode_u64("seq", &v).map_err(|e| e.to_string())?,
+                Ok(None) => 0,
+                Err(e) => return Err(e.to_string()),
+            };
+            let known = node.durable_own();
+            if survived < known {
+                return Err(format!(
+                    "r{i} lost durable writes in a power failure: seq {known} was durable, \
+                     {survived} survived"
+                ));
+            }
+            self.model.power_failure(i, origin, survived)?;
+            (storage, survived)
         } else {
             (node.storage.reopen(), replica.node().last_seq())
         };
@@ -648,13 +674,39 @@ impl Sim {
         {
             self.commit(i)?;
         }
+        self.finish_sync(i);
         let replica = self.cluster.nodes[i].replica.as_mut().expect("up");
         if replica.poll_timeout().is_some_and(|t| t <= now) {
             replica.handle_timeout(now);
         }
+        if let Some(req) = replica.poll_sync(now) {
+            let done_ms = now_ms + self.rng.below(SYNC_DELAY_MAX_MS + 1);
+            self.trace
+                .log(now_ms, || format!("r{i} sync starts, done at {done_ms} ms"));
+            self.cluster.nodes[i].sync_running = Some((done_ms, req));
+        }
         self.transmit(i);
         self.events(i)?;
         self.check_bounds(i)
+    }
+
+    /// An offloaded sync that is due finishes: storage syncs, the replica hears of it.
+    fn finish_sync(&mut self, i: usize) {
+        let now_ms = self.now_ms;
+        let node = &mut self.cluster.nodes[i];
+        if !node
+            .sync_running
+            .as_ref()
+            .is_some_and(|(t, _)| *t <= now_ms)
+        {
+            return;
+        }
+        let (_, req) = node.sync_running.take().expect("checked");
+        let result = meridian_cart_store_core::Storage::sync(&node.storage);
+        let now = self.cluster.at(now_ms);
+        let replica = self.cluster.nodes[i].replica.as_mut().expect("up");
+        replica.handle_synced(now, req, result);
+        self.trace.log(now_ms, || format!("r{i} sync done"));
     }
 
     fn schedule_commit(&mut self, i: usize) {
