@@ -1,6 +1,8 @@
 //! What the process tests share: a real `cart-store` node on a free loopback port.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
