@@ -428,6 +428,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             p.link_up = true;
             p.hello_received = false;
             p.hello_owed = true;
+            p.heard_back = false;
+            p.hello_sent_at = None;
             p.rewind(now);
         }
     }
@@ -476,10 +478,14 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 ..
             } => self.handle_hello(now, i, region, node_id, progress),
             Message::Ack { progress, .. } => {
+                self.peers[i].heard_back = true;
                 self.handle_ack(now, i, &progress);
                 Ok(())
             }
-            Message::Deltas { entries, .. } => self.handle_deltas(i, local_ms, entries),
+            Message::Deltas { entries, .. } => {
+                self.peers[i].heard_back = true;
+                self.handle_deltas(i, local_ms, entries)
+            }
         }
     }
 
@@ -505,12 +511,24 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 node_id: node_id.0,
             });
         }
+        let same_node = p.node_id == Some(node_id);
         p.node_id = Some(node_id);
-        p.link_up = true;
+        if same_node {
+            // A node's durable progress never goes down: a Hello lower than what it has
+            // acknowledged since is a late copy, not news.
+            for (o, s) in progress {
+                let a = p.acked.entry(o).or_insert(0);
+                *a = (*a).max(s);
+            }
+        } else {
+            // A new node id in this region (a replaced node): its word is the truth.
+            p.acked = progress.into_iter().collect();
+        }
+        if !p.link_up {
+            // A stale Hello from a connection the transport has closed.
+            return Ok(());
+        }
         p.hello_received = true;
-        // The peer's word on its durable progress is the truth, even if lower than what it
-        // said before (a replaced node).
-        p.acked = progress.into_iter().collect();
         p.probes.clear();
         p.forwarding.clear();
         p.behind.clear();
@@ -733,6 +751,16 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         }
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];
+            // The peer answers our Hello with Acks (it sends nothing before it): with none
+            // for a resend timeout, our Hello was lost; say it again.
+            if p.link_up
+                && !p.heard_back
+                && p.hello_sent_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.config.resend_timeout)
+            {
+                p.hello_owed = true;
+                p.hello_sent_at = None;
+            }
             if !p.inflight.is_empty()
                 && now.saturating_duration_since(p.last_progress) >= self.config.resend_timeout
             {
@@ -905,6 +933,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             if !p.inflight.is_empty() {
                 earliest(p.last_progress + self.config.resend_timeout);
             }
+            if let (true, false, Some(t)) = (p.link_up, p.heard_back, p.hello_sent_at) {
+                earliest(t + self.config.resend_timeout);
+            }
             if p.is_connected() && p.inflight_bytes < self.config.inflight_bytes_max {
                 if let Some(due) = p.send_due {
                     earliest(due);
@@ -942,6 +973,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         let to = self.peers[i].region.clone();
         if self.peers[i].hello_owed {
             self.peers[i].hello_owed = false;
+            self.peers[i].hello_sent_at = Some(now);
             let message = Message::Hello {
                 region: self.config.region.clone(),
                 node_id: self.node.config().node_id,

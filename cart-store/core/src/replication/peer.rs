@@ -36,6 +36,11 @@ pub struct PeerState {
     pub(crate) hello_received: bool,
     /// We owe the peer our Hello.
     pub(crate) hello_owed: bool,
+    /// When our Hello last went out on this connection.
+    pub(crate) hello_sent_at: Option<Instant>,
+    /// An Ack or Deltas arrived on this connection: the peer has our Hello (it sends
+    /// neither before it).
+    pub(crate) heard_back: bool,
     /// The peer's durable progress, as it last said.
     pub(crate) acked: BTreeMap<ReplicaId, u64>,
     /// The highest seq per origin sent on this connection.
@@ -69,6 +74,8 @@ impl PeerState {
             link_up: false,
             hello_received: false,
             hello_owed: false,
+            hello_sent_at: None,
+            heard_back: false,
             acked: BTreeMap::new(),
             sent: BTreeMap::new(),
             inflight: VecDeque::new(),
