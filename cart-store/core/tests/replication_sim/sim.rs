@@ -749,11 +749,7 @@ impl Sim {
     fn finish_sync(&mut self, i: usize) {
         let now_ms = self.now_ms;
         let node = &mut self.cluster.nodes[i];
-        if !node
-            .sync_running
-            .as_ref()
-            .is_some_and(|(t, _)| *t <= now_ms)
-        {
+        if node.sync_running.as_ref().is_none_or(|(t, _)| *t > now_ms) {
             return;
         }
         let (_, req) = node.sync_running.take().expect("checked");
