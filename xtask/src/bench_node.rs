@@ -12,8 +12,9 @@
 //!    with `appendonly yes` and `appendfsync everysec`, and drives it with the same shape
 //!    (HINCRBY / HGETALL / HDEL, one command in flight per client);
 //! 5. starts three nodes replicating over QUIC on loopback (`cart-store certs` makes their
-//!    certificates) and runs the same load against one of them: its throughput with two
-//!    peers attached against the single node's, the replication lag its peers acknowledge,
+//!    certificates; the two peers run under `nice -n 19`, standing for other machines) and
+//!    runs the same load against one of them: its throughput with two peers attached
+//!    against the single node's, the replication lag its peers acknowledge,
 //!    and the bytes of replication frames on the wire per byte of delta shipped;
 //! 6. prints the throughputs, p99s and ratios.
 
@@ -416,7 +417,16 @@ fn replicated_run(
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log =
             std::fs::File::create(dir.join(format!("{region}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
+        // The peers stand for other machines: on this one they run at the lowest priority,
+        // on the CPU the node under test and the load generator leave idle.
+        let mut cmd = if i == 0 {
+            Command::new(bin)
+        } else {
+            let mut c = Command::new("nice");
+            c.args(["-n", "19"]).arg(bin);
+            c
+        };
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")

@@ -694,29 +694,34 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         self.durable.insert(self.config.node_id, self.last_seq);
     }
 
-    /// Deletes `origin`'s log entries with seq `<= through`, at most `limit` of them, in
-    /// one unsynced batch (a lost delete is redone later). Returns how many were deleted.
+    /// Deletes `origin`'s log entries with seq in `from..=through`, at most `limit` of them,
+    /// in one unsynced batch (a lost delete is redone later). Returns how many were deleted
+    /// and the last seq deleted. Start `from` past what was trimmed before: the scan would
+    /// otherwise walk every deletion marker the store still keeps.
     pub fn trim_log(
         &mut self,
         origin: ReplicaId,
+        from: u64,
         through: u64,
         limit: usize,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<(usize, u64), StorageError> {
         let mut doomed = Vec::new();
+        let mut last = 0;
         self.storage
             .scan(
                 Cf::Log,
-                &codec::log_key(origin, 0),
+                &codec::log_key(origin, from),
                 &mut |k, _| match codec::decode_log_key(k) {
                     Ok((o, s)) if o == origin && s <= through => {
                         doomed.push(k.to_vec());
+                        last = s;
                         doomed.len() < limit
                     }
                     _ => false,
                 },
             )?;
         if doomed.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let mut b = Batch::new();
         for k in &doomed {
@@ -724,7 +729,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         }
         self.storage.write(&b, Durability::Process)?;
         self.log_len = self.log_len.saturating_sub(doomed.len() as u64);
-        Ok(doomed.len())
+        Ok((doomed.len(), last))
     }
 
     /// Number of carts in storage.

@@ -867,12 +867,11 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             if bound <= done || budget == 0 {
                 continue;
             }
-            match self.node.trim_log(o, bound, budget) {
-                Ok(n) => {
+            match self.node.trim_log(o, done + 1, bound, budget) {
+                Ok((n, last)) => {
                     budget -= n;
-                    if budget > 0 {
-                        self.trimmed.insert(o, bound);
-                    }
+                    let through = if budget > 0 { bound } else { last };
+                    self.trimmed.insert(o, through);
                 }
                 Err(e) => self.push_event(Event::Storage(e.to_string())),
             }
