@@ -528,14 +528,7 @@ impl Transport {
 
     /// Per-peer counters, sorted by region.
     pub fn stats(&self) -> Vec<LinkStats> {
-        let mut v: Vec<LinkStats> = self
-            .shared
-            .peers
-            .values()
-            .map(|p| p.stats.lock().expect("stats lock").clone())
-            .collect();
-        v.sort_by(|a, b| a.region.cmp(&b.region));
-        v
+        self.stats_handle().stats()
     }
 
     /// A handle that reads [`stats`](Self::stats) and [`refusals`](Self::refusals) later,
@@ -548,7 +541,7 @@ impl Transport {
 
     /// Incoming connections refused before they were matched to a peer link.
     pub fn refusals(&self) -> RefusalStats {
-        self.shared.refusals.lock().expect("refusals lock").clone()
+        self.stats_handle().refusals()
     }
 
     /// Closes every connection (peers see "shutdown"), stops dialing and accepting, and
