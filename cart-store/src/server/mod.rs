@@ -151,6 +151,8 @@ struct AppState {
     writer: Sender<Msg>,
     /// The committed causal position (every origin's progress).
     applied: watch::Receiver<CausalToken>,
+    /// Node id → region of the peers that have said hello.
+    regions: watch::Receiver<std::collections::BTreeMap<ReplicaId, String>>,
     metrics: Metrics,
     /// The transport's per-link counters, read at each `/metrics` scrape.
     links: Option<StatsHandle>,
@@ -257,12 +259,14 @@ impl Server {
         metrics.set_node_gauges(&node);
         let (tx, rx) = crossbeam_channel::bounded(settings.write_queue_max);
         let (applied_tx, applied_rx) = watch::channel(node.token());
+        let (regions_tx, regions_rx) = watch::channel(Default::default());
         let state = Arc::new(AppState {
             storage: node.storage().clone(),
             node_id: node.config().node_id,
             settings: settings.clone(),
             writer: tx,
             applied: applied_rx,
+            regions: regions_rx,
             metrics: metrics.clone(),
             links: peers.as_ref().map(|l| l.stats.clone()),
         });
@@ -276,6 +280,7 @@ impl Server {
             peers: peer_rx,
             outbound,
             applied: applied_tx,
+            regions: regions_tx,
             metrics,
             batch_max: settings.write_batch_max,
         };

@@ -144,12 +144,18 @@ fn causal_wait_timeout(state: &AppState, want: &CausalToken) -> ApiError {
             "this node has applied its writes up to {}, but the token needs {s}; retry later",
             have.seq_of(ReplicaId(n))
         ),
-        Some((ReplicaId(n), s)) => format!(
-            "this node has applied node {n}'s writes up to {}, but the token needs {s}: \
-             they have not replicated here yet; retry later or read from the region that \
-             wrote them",
-            have.seq_of(ReplicaId(n))
-        ),
+        Some((ReplicaId(n), s)) => {
+            let region = state.regions.borrow().get(&ReplicaId(n)).map_or_else(
+                || "a region not connected now".to_owned(),
+                |r| format!("region {r}"),
+            );
+            format!(
+                "waiting for {region} (node {n}): this node has applied its writes up to {}, \
+                 but the token needs {s}; they have not replicated here yet. Retry later, or \
+                 read from the region that wrote them",
+                have.seq_of(ReplicaId(n))
+            )
+        }
         None => "the token's position was reached just now; retry".to_owned(),
     };
     ApiError::new(

@@ -16,9 +16,11 @@ use crate::token::CausalToken;
 use crate::transport::{Inbound, Outbound};
 use axum::http::StatusCode;
 use crossbeam_channel::{Receiver, TrySendError};
-use meridian_cart_store_core::replication::{Event, ReplicationStatus, SyncRequest};
+use meridian_cart_store_core::replication::{Event, Message, ReplicationStatus, SyncRequest};
 use meridian_cart_store_core::Replica;
 use meridian_clocks::PhysicalClock;
+use meridian_clocks::ReplicaId;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,6 +106,9 @@ pub(super) struct Writer {
     pub(super) outbound: Option<Outbound>,
     /// The committed causal position, for readers and `Causal-Token` waits.
     pub(super) applied: watch::Sender<CausalToken>,
+    /// Which region each known node id is (from the peers' Hellos), for messages that
+    /// name what a request waits for.
+    pub(super) regions: watch::Sender<BTreeMap<ReplicaId, String>>,
     pub(super) metrics: Metrics,
     pub(super) batch_max: usize,
 }
@@ -234,12 +239,29 @@ impl Writer {
                 bytes,
             } => {
                 self.metrics.peer_received(&peer, &message, bytes);
+                let hello = matches!(message, Message::Hello { .. });
                 if let Err(err) = replica.handle_message(now, &peer, message) {
                     self.metrics.peer_refused(&peer);
                     tracing::warn!(peer = %peer, error = %err, "replication message refused");
+                } else if hello {
+                    self.publish_regions(replica);
                 }
             }
         }
+    }
+
+    /// Publishes the node id → region map of the peers that have said hello.
+    fn publish_regions<C: PhysicalClock>(&self, replica: &Replica<Arc<dyn Storage>, C>) {
+        let map: BTreeMap<ReplicaId, String> = replica
+            .peers()
+            .iter()
+            .filter_map(|p| Some((p.node_id()?, p.region().to_owned())))
+            .collect();
+        self.regions.send_if_modified(|m| {
+            let changed = *m != map;
+            *m = map;
+            changed
+        });
     }
 
     /// Sends what the replica has to send. A full per-peer queue drops the message, like a

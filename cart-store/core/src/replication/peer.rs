@@ -99,6 +99,11 @@ impl PeerState {
         &self.region
     }
 
+    /// The peer's node id, once it has said hello.
+    pub fn node_id(&self) -> Option<ReplicaId> {
+        self.node_id
+    }
+
     /// A connection is up and the peer's Hello arrived: deltas may flow.
     pub fn is_connected(&self) -> bool {
         self.link_up && self.hello_received
