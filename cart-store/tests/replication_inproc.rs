@@ -648,5 +648,30 @@ async fn a_causal_token_is_served_in_another_region_only_once_applied_there() {
         v
     };
     assert_eq!(lines_of(&v), lines(&[("book", 1), ("pen", 2)]));
+    // The peers' clock offsets are exported (same machine: within a second).
+    let text = metrics_text(rs.r[tk].http).await;
+    let offset = text
+        .lines()
+        .find(|l| l.starts_with("cart_store_peer_clock_offset_ms{peer=\"virginia\"}"))
+        .unwrap_or_else(|| panic!("no clock offset for virginia in\n{text}"));
+    let ms: i64 = offset.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(ms.abs() < 1000, "{offset}");
     rs.shutdown().await;
+}
+
+async fn metrics_text(addr: SocketAddr) -> String {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/metrics")
+        .header("host", addr.to_string())
+        .body(Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
 }

@@ -111,6 +111,7 @@ pub struct Metrics {
     link_connects: Family<PeerLabels, Gauge>,
     link_inbound_dropped: Family<PeerLabels, Gauge>,
     link_refusals: Gauge,
+    clock_offset: Family<PeerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,6 +153,7 @@ impl Metrics {
             link_connects: Family::default(),
             link_inbound_dropped: Family::default(),
             link_refusals: Gauge::default(),
+            clock_offset: Family::default(),
         };
         m.register(&mut r);
         Metrics {
@@ -301,6 +303,11 @@ impl Metrics {
             self.link_refusals.clone(),
         );
         r.register(
+            "cart_store_peer_clock_offset_ms",
+            "The peer's clock minus this node's, from the HLC of its last message (positive: ahead)",
+            self.clock_offset.clone(),
+        );
+        r.register(
             "cart_store_replication_lag_seconds",
             "From a local write's commit to its acknowledgement by the peer",
             self.lag.clone(),
@@ -368,6 +375,12 @@ impl Metrics {
 
     pub(super) fn peer_refused(&self, peer: &str) {
         self.peer_refused_c.get_or_create(&Self::peer(peer)).inc();
+    }
+
+    pub(super) fn peer_clock_offset(&self, peer: &str, ms: Option<i64>) {
+        if let Some(ms) = ms {
+            self.clock_offset.get_or_create(&Self::peer(peer)).set(ms);
+        }
     }
 
     pub(super) fn held_back(&self, peer: &str) {

@@ -283,6 +283,7 @@ impl Server {
             regions: regions_tx,
             metrics,
             batch_max: settings.write_batch_max,
+            held_back_warned: Default::default(),
         };
         let replica = Replica::new(node, replication, std::time::Instant::now());
         let writer = std::thread::Builder::new()

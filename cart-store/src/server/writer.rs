@@ -111,7 +111,12 @@ pub(super) struct Writer {
     pub(super) regions: watch::Sender<BTreeMap<ReplicaId, String>>,
     pub(super) metrics: Metrics,
     pub(super) batch_max: usize,
+    /// When each peer's held-back warning was last logged (configured peers only).
+    pub(super) held_back_warned: std::cell::RefCell<BTreeMap<String, Instant>>,
 }
+
+/// Held-back deltas from one peer are logged at most this often.
+pub const HELD_BACK_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Most transport events handled before the writer commits and transmits again.
 pub const PEER_EVENTS_PER_ROUND_MAX: usize = 1024;
@@ -240,12 +245,30 @@ impl Writer {
             } => {
                 self.metrics.peer_received(&peer, &message, bytes);
                 let hello = matches!(message, Message::Hello { .. });
-                if let Err(err) = replica.handle_message(now, &peer, message) {
+                let result = replica.handle_message(now, &peer, message);
+                if let Some(p) = replica.peers().iter().find(|p| p.region() == peer) {
+                    self.metrics.peer_clock_offset(&peer, p.clock_offset_ms());
+                }
+                if let Err(err) = result {
                     self.metrics.peer_refused(&peer);
                     tracing::warn!(peer = %peer, error = %err, "replication message refused");
                 } else if hello {
                     self.publish_regions(replica);
                 }
+            }
+        }
+    }
+
+    /// Whether a held-back warning for `peer` is due: at most one per peer per
+    /// [`HELD_BACK_WARN_INTERVAL`].
+    fn warn_due(&self, peer: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.held_back_warned.borrow_mut();
+        match last.get(peer) {
+            Some(t) if now.duration_since(*t) < HELD_BACK_WARN_INTERVAL => false,
+            _ => {
+                last.insert(peer.to_owned(), now);
+                true
             }
         }
     }
@@ -287,7 +310,16 @@ impl Writer {
                     ahead_ms,
                 } => {
                     self.metrics.held_back(&peer);
-                    tracing::debug!(peer = %peer, origin = origin.0, ahead_ms, "deltas held back: stamped too far ahead");
+                    if self.warn_due(&peer) {
+                        tracing::warn!(
+                            peer = %peer,
+                            origin = origin.0,
+                            ahead_ms,
+                            "holding back deltas stamped more than max_clock_offset_ms ahead of \
+                             this node's clock (is the peer's clock wrong?); they apply once \
+                             time catches up (logged once per peer per minute)"
+                        );
+                    }
                 }
                 Event::Applied { peer, entries } => {
                     self.metrics.peer_applied(&peer, entries);

@@ -99,6 +99,11 @@ impl PeerState {
         &self.region
     }
 
+    /// The peer's clock minus ours when its last message arrived, in ms.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        self.clock_offset_ms
+    }
+
     /// The peer's node id, once it has said hello.
     pub fn node_id(&self) -> Option<ReplicaId> {
         self.node_id
