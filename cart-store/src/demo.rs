@@ -430,27 +430,47 @@ fn free_udp_port() -> anyhow::Result<u16> {
     Ok(s.local_addr()?.port())
 }
 
-/// One HTTP/1.1 request on a new loopback connection: the status and the JSON body.
+/// One HTTP/1.1 request on a new loopback connection: the status and the JSON body (null
+/// if the body is not JSON).
 pub async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, Value)> {
+    let (status, _, bytes) = request(addr, method, path, body, &[]).await?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// One HTTP/1.1 request with extra `headers` on a new loopback connection: the status, the
+/// response headers and the body.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))?;
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok((status, v))
+    Ok((status, headers, bytes))
 }
 
 fn cart_lines(v: &Value) -> std::collections::BTreeMap<String, u64> {

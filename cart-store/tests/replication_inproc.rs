@@ -7,7 +7,7 @@
 //! Run with `--nocapture` to see the progress lines.
 
 use meridian_cart_store::config::Config;
-use meridian_cart_store::demo::call;
+use meridian_cart_store::demo::{call, request};
 use meridian_cart_store::server::Server;
 use meridian_cart_store::transport::Faults;
 use serde_json::Value;
@@ -517,34 +517,11 @@ async fn call_with(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, Option<String>, Value) {
-    use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(hyper::body::Bytes::from(
-            body.unwrap_or("").to_owned(),
-        )))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
+    let (status, h, bytes) = request(addr, method, path, body, headers).await.unwrap();
+    let retry = h
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (
         status,
         retry,
@@ -660,18 +637,6 @@ async fn a_causal_token_is_served_in_another_region_only_once_applied_there() {
 }
 
 async fn metrics_text(addr: SocketAddr) -> String {
-    use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/metrics")
-        .header("host", addr.to_string())
-        .body(Empty::<hyper::body::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let (_, _, bytes) = request(addr, "GET", "/metrics", None, &[]).await.unwrap();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
