@@ -27,6 +27,8 @@
 //! | `replication_resend_timeout_ms` | 2000 | with deltas in flight and no acknowledgement for this long, resend from the last one |
 //! | `replication_forward_after_ms` | 1000 | forward another region's deltas to a peer that stayed behind on them this long |
 //! | `peer_reconnect_delay_max_ms` | 5000 | cap of the exponential backoff (with jitter) between reconnects |
+//! | `replication_log_retention_entries` | 1000000 | per origin, delta log entries kept for a peer that has not acknowledged them; a peer further behind is repaired by anti-entropy |
+//! | `anti_entropy_bytes_per_sec` | 8388608 | rate limit of the cart states anti-entropy ships, all peers together |
 //!
 //! Each `[[peers]]` entry is `region` (its TLS name), `address` (`host:port`, UDP) and,
 //! optionally, `simulated_latency_ms` (default 0): a delay added to every message sent to
@@ -161,6 +163,12 @@ pub struct Config {
     /// Cap of the reconnect backoff, in ms.
     #[serde(default = "defaults::peer_reconnect_delay_max_ms")]
     pub peer_reconnect_delay_max_ms: u64,
+    /// Per origin, log entries kept for a peer that has not acknowledged them.
+    #[serde(default = "defaults::replication_log_retention_entries")]
+    pub replication_log_retention_entries: u64,
+    /// Anti-entropy's rate limit, bytes of cart states per second.
+    #[serde(default = "defaults::anti_entropy_bytes_per_sec")]
+    pub anti_entropy_bytes_per_sec: u64,
     #[serde(skip)]
     unknown: Vec<String>,
 }
@@ -196,6 +204,8 @@ const KNOWN_KEYS: &[&str] = &[
     "replication_resend_timeout_ms",
     "replication_forward_after_ms",
     "peer_reconnect_delay_max_ms",
+    "replication_log_retention_entries",
+    "anti_entropy_bytes_per_sec",
 ];
 
 /// The default of every defaulted key, written once: the config, [`ServerSettings`]'s
@@ -266,6 +276,12 @@ pub mod defaults {
     }
     pub fn peer_reconnect_delay_max_ms() -> u64 {
         5000
+    }
+    pub fn replication_log_retention_entries() -> u64 {
+        r::LOG_RETENTION_ENTRIES_DEFAULT
+    }
+    pub fn anti_entropy_bytes_per_sec() -> u64 {
+        r::AE_BYTES_PER_SEC_DEFAULT
     }
 }
 
@@ -360,6 +376,8 @@ impl Config {
         r.inflight_bytes_max = self.replication_inflight_bytes_max;
         r.resend_timeout = Duration::from_millis(self.replication_resend_timeout_ms);
         r.forward_after = Duration::from_millis(self.replication_forward_after_ms);
+        r.log_retention_entries = self.replication_log_retention_entries;
+        r.anti_entropy_bytes_per_sec = self.anti_entropy_bytes_per_sec;
         // The node's writer runs replication syncs on a thread of their own.
         r.offload_sync = true;
         r
@@ -407,7 +425,7 @@ impl Config {
     }
 
     /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
-    fn ranges(&self) -> [(&'static str, u64, u64, u64); 19] {
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 21] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
         [
             (
@@ -498,6 +516,18 @@ impl Config {
                 self.peer_reconnect_delay_max_ms,
                 100,
                 600_000,
+            ),
+            (
+                "replication_log_retention_entries",
+                self.replication_log_retention_entries,
+                1,
+                1 << 40,
+            ),
+            (
+                "anti_entropy_bytes_per_sec",
+                self.anti_entropy_bytes_per_sec,
+                64 * 1024,
+                1 << 40,
             ),
         ]
     }

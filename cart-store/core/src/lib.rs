@@ -31,6 +31,7 @@
 //! | [`validate`] | parse client input into types that cannot hold a bad value ([`CartId`], [`Sku`], [`Quantity`], …) |
 //! | [`cart`] | the cart CRDT the node stores |
 //! | [`codec`] | every on-disk format, versioned, with golden vectors |
+//! | [`digest`] | the Merkle tree over every stored cart that anti-entropy compares |
 //! | [`storage`] | the [`Storage`] trait and [`MemStorage`], which models crashes |
 //! | [`token`] | the `Causal-Token` format |
 //! | [`node`] | the write path: validate, apply, encode, one atomic batch |
@@ -47,6 +48,7 @@
 
 pub mod cart;
 pub mod codec;
+pub mod digest;
 pub mod node;
 pub mod replication;
 pub mod storage;
@@ -56,8 +58,8 @@ pub mod validate;
 pub use cart::Cart;
 pub use node::{
     read_cart, read_log, read_log_raw, Answer, Applied, CartView, Committed, Idempotency, LineView,
-    Node, NodeConfig, NodeError, Op, OpenError, OrderView, RemoteEntry, RemoteOutcome,
-    WriteRequest,
+    Node, NodeConfig, NodeError, Op, OpenError, OrderView, RemoteEntry, RemoteOutcome, RemoteState,
+    StateOutcome, WriteRequest,
 };
 pub use replication::{Replica, ReplicationConfig, Transmit};
 pub use storage::{Batch, Cf, Durability, MemStorage, Storage, StorageError, StorageErrorKind};

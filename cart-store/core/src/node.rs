@@ -9,6 +9,7 @@
 
 use crate::cart::{Cart, Lattice};
 use crate::codec::{self, CodecError, DeltaRecord, IdempotencyRecord};
+use crate::digest::{self, DigestTree};
 use crate::storage::{self, Batch, Cf, Durability, Storage, StorageError};
 use crate::token::CausalToken;
 use crate::validate::{CartId, IdempotencyKey, Increment, InputError, Quantity, Sku, QUANTITY_MAX};
@@ -480,6 +481,8 @@ pub struct Node<S: Storage, C: PhysicalClock> {
     carts_stored: u64,
     log_len: u64,
     sweep_cursor: Vec<u8>,
+    /// The Merkle tree of every stored cart, kept in step with each committed batch.
+    digests: DigestTree,
 }
 
 /// A delta of another origin to apply, decoded and validated.
@@ -510,6 +513,52 @@ pub enum RemoteOutcome {
     Refused,
 }
 
+/// A whole cart state from a peer (anti-entropy), decoded and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteState {
+    /// The cart.
+    pub cart: CartId,
+    /// Its state at the peer (it passed `meridian_crdt::wire::accept`).
+    pub state: Cart,
+}
+
+/// What became of one [`RemoteState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateOutcome {
+    /// Merged: the stored cart changed.
+    Merged,
+    /// The stored cart already held everything in it.
+    Unchanged,
+    /// Refused: the merged cart would not fit the decode limit.
+    Refused,
+}
+
+/// The highest `set` timestamp in `cart`, if it has a set.
+pub fn max_timestamp(cart: &Cart) -> Option<HlcTimestamp> {
+    cart.lines()
+        .iter()
+        .flat_map(|(sku, _)| cart.entries(sku))
+        .filter_map(|(_, e)| match e {
+            meridian_crdt::cart::Entry::Set { ts, .. } => Some(*ts),
+            meridian_crdt::cart::Entry::Add(_) => None,
+        })
+        .max()
+}
+
+/// Scans every stored cart: their digest tree, and how many there are.
+fn build_digests(storage: &dyn Storage) -> Result<(DigestTree, u64), StorageError> {
+    let mut tree = DigestTree::new();
+    let mut n = 0u64;
+    storage.scan(Cf::Carts, &[], &mut |k, v| {
+        n += 1;
+        if let Ok(id) = std::str::from_utf8(k) {
+            tree.insert(id, digest::cart_digest(id, v));
+        }
+        true
+    })?;
+    Ok((tree, n))
+}
+
 /// The outcome of one [`Node::commit`].
 #[derive(Debug)]
 pub struct Committed {
@@ -525,6 +574,8 @@ struct Pending {
     carts: HashMap<CartId, PendingCart>,
     /// Idempotency records written earlier in this batch.
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    /// The stored digest of every cart loaded in this batch, before it (`None`: absent).
+    digests_before: HashMap<CartId, Option<u64>>,
     batch: Batch,
     seq: u64,
     /// Remote progress as this batch leaves it.
@@ -603,7 +654,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         } else {
             Hlc::resume(clock, config.max_clock_offset, bound)?
         };
-        let carts_stored = storage::count(&storage, Cf::Carts)?;
+        let (digests, carts_stored) = build_digests(&storage)?;
         let log_len = storage::count(&storage, Cf::Log)?;
         let mut durable = remote.clone();
         durable.insert(config.node_id, last_seq);
@@ -617,6 +668,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             carts_stored,
             log_len,
             sweep_cursor: Vec::new(),
+            digests,
         })
     }
 
@@ -732,6 +784,118 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         Ok((doomed.len(), last))
     }
 
+    /// The Merkle tree of every stored cart (see [`digest`]).
+    pub fn digests(&self) -> &DigestTree {
+        &self.digests
+    }
+
+    /// Anti-entropy's write: merges whole cart states received from a peer, then raises
+    /// per-origin progress to `raise` (when a peer has shipped every cart that differed, its
+    /// progress at the start of the comparison holds for this node too), in one batch.
+    ///
+    /// States are joined into what is stored, so order and repeats do not matter. A state
+    /// whose merge would not fit the decode limit is refused and left out; the caller must
+    /// then not raise progress on its account. The HLC moves past every timestamp merged
+    /// (the caller has held back states stamped too far ahead).
+    pub fn commit_states(
+        &mut self,
+        states: Vec<RemoteState>,
+        raise: &[(ReplicaId, u64)],
+        durability: Durability,
+    ) -> Result<Vec<StateOutcome>, NodeError> {
+        let mut p = Pending {
+            carts: HashMap::new(),
+            idempotency: HashMap::new(),
+            digests_before: HashMap::new(),
+            batch: Batch::new(),
+            seq: self.last_seq,
+            remote: self.remote.clone(),
+            new_carts: 0,
+            log_entries: 0,
+        };
+        let mut outcomes = Vec::with_capacity(states.len());
+        for st in states {
+            let PendingCart { mut cart, existed } = self.load(&st.cart, &mut p)?;
+            let before = cart.clone();
+            cart.merge(&st.state);
+            if existed && cart == before {
+                outcomes.push(StateOutcome::Unchanged);
+                continue;
+            }
+            let encoded = codec::encode_cart(&cart);
+            if encoded.len() > codec::VALUE_BYTES_MAX {
+                outcomes.push(StateOutcome::Refused);
+                continue;
+            }
+            if let Some(ts) = max_timestamp(&st.state) {
+                let _ = self.hlc.update(ts);
+            }
+            p.batch.put(Cf::Carts, st.cart.as_str().as_bytes(), encoded);
+            if !existed {
+                p.new_carts += 1;
+            }
+            p.carts.insert(
+                st.cart,
+                PendingCart {
+                    cart,
+                    existed: true,
+                },
+            );
+            outcomes.push(StateOutcome::Merged);
+        }
+        for &(o, s) in raise {
+            if o == self.config.node_id || p.remote.get(&o).copied().unwrap_or(0) >= s {
+                continue;
+            }
+            p.batch.put(
+                Cf::Meta,
+                codec::progress_key(o),
+                codec::encode_u64(s).to_vec(),
+            );
+            p.remote.insert(o, s);
+        }
+        if p.batch.is_empty() {
+            return Ok(outcomes);
+        }
+        p.batch.put(
+            Cf::Meta,
+            codec::META_HLC_BOUND,
+            codec::encode_u64(self.hlc.last().to_u64()).to_vec(),
+        );
+        self.storage.write(&p.batch, durability)?;
+        self.remote = p.remote;
+        self.carts_stored += p.new_carts;
+        self.update_digests(&p.batch, &p.digests_before);
+        if durability == Durability::Fsync {
+            self.mark_durable();
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies a committed batch's cart writes to the digest tree.
+    fn update_digests(&mut self, batch: &Batch, before: &HashMap<CartId, Option<u64>>) {
+        // A cart written twice in one batch: its last value is what is stored.
+        let mut last: HashMap<&[u8], &[u8]> = HashMap::new();
+        for op in batch.ops() {
+            if op.cf == Cf::Carts {
+                if let Some(v) = &op.value {
+                    last.insert(&op.key, v);
+                }
+            }
+        }
+        for (key, value) in last {
+            let Ok(id) = std::str::from_utf8(key) else {
+                continue;
+            };
+            let old = before
+                .iter()
+                .find(|(c, _)| c.as_str() == id)
+                .and_then(|(_, d)| *d);
+            self.digests
+                .replace(id, old, digest::cart_digest(id, value));
+        }
+    }
+
     /// Number of carts in storage.
     pub fn carts_stored(&self) -> u64 {
         self.carts_stored
@@ -792,6 +956,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         let mut p = Pending {
             carts: HashMap::new(),
             idempotency: HashMap::new(),
+            digests_before: HashMap::new(),
             batch: Batch::new(),
             seq: self.last_seq,
             remote: self.remote.clone(),
@@ -820,6 +985,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                     self.remote = p.remote;
                     self.carts_stored += p.new_carts;
                     self.log_len += p.log_entries;
+                    self.update_digests(&p.batch, &p.digests_before);
                     if durability == Durability::Fsync {
                         self.mark_durable();
                     }
@@ -987,7 +1153,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
     }
 
     /// The cart as this batch has left it so far, and whether it existed before.
-    fn load(&self, id: &CartId, p: &Pending) -> Result<PendingCart, NodeError> {
+    fn load(&self, id: &CartId, p: &mut Pending) -> Result<PendingCart, NodeError> {
         if let Some(pc) = p.carts.get(id) {
             return Ok(PendingCart {
                 cart: pc.cart.clone(),
@@ -995,6 +1161,10 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             });
         }
         let stored = self.storage.get(Cf::Carts, id.as_str().as_bytes())?;
+        p.digests_before.insert(
+            id.clone(),
+            stored.as_ref().map(|b| digest::cart_digest(id.as_str(), b)),
+        );
         let Some(bytes) = stored else {
             return Ok(PendingCart {
                 cart: Cart::default(),

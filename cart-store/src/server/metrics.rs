@@ -112,6 +112,12 @@ pub struct Metrics {
     link_inbound_dropped: Family<PeerLabels, Gauge>,
     link_refusals: Gauge,
     clock_offset: Family<PeerLabels, Gauge>,
+    ae_active: Family<PeerLabels, Gauge>,
+    ae_sessions: Family<PeerLabels, Gauge>,
+    ae_ranges_compared: Family<PeerLabels, Gauge>,
+    ae_ranges_repaired: Family<PeerLabels, Gauge>,
+    ae_bytes_sent: Family<PeerLabels, Gauge>,
+    ae_bytes_repaired: Family<PeerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,6 +160,12 @@ impl Metrics {
             link_inbound_dropped: Family::default(),
             link_refusals: Gauge::default(),
             clock_offset: Family::default(),
+            ae_active: Family::default(),
+            ae_sessions: Family::default(),
+            ae_ranges_compared: Family::default(),
+            ae_ranges_repaired: Family::default(),
+            ae_bytes_sent: Family::default(),
+            ae_bytes_repaired: Family::default(),
         };
         m.register(&mut r);
         Metrics {
@@ -278,6 +290,36 @@ impl Metrics {
             self.peer_refused_c.clone(),
         );
         r.register(
+            "cart_store_anti_entropy_active",
+            "1 while an anti-entropy session with the peer runs (either direction)",
+            self.ae_active.clone(),
+        );
+        r.register(
+            "cart_store_anti_entropy_sessions_completed",
+            "Anti-entropy sessions that repaired the peer, since start",
+            self.ae_sessions.clone(),
+        );
+        r.register(
+            "cart_store_anti_entropy_ranges_compared",
+            "Digest-tree ranges compared with the peer (either direction), since start",
+            self.ae_ranges_compared.clone(),
+        );
+        r.register(
+            "cart_store_anti_entropy_ranges_repaired",
+            "Leaf ranges found different from the peer's (either direction), since start",
+            self.ae_ranges_repaired.clone(),
+        );
+        r.register(
+            "cart_store_anti_entropy_bytes_sent",
+            "Bytes of cart states shipped to the peer to repair it, since start",
+            self.ae_bytes_sent.clone(),
+        );
+        r.register(
+            "cart_store_anti_entropy_bytes_repaired",
+            "Bytes of cart states received from the peer to repair this node, since start",
+            self.ae_bytes_repaired.clone(),
+        );
+        r.register(
             "cart_store_deltas_held_back",
             "Deltas held back because they were stamped more than max_clock_offset ahead",
             self.held_back_c.clone(),
@@ -380,6 +422,34 @@ impl Metrics {
     pub(super) fn peer_clock_offset(&self, peer: &str, ms: Option<i64>) {
         if let Some(ms) = ms {
             self.clock_offset.get_or_create(&Self::peer(peer)).set(ms);
+        }
+    }
+
+    /// Copies each peer's anti-entropy counters into their series.
+    pub(super) fn set_anti_entropy(
+        &self,
+        peers: &[meridian_cart_store_core::replication::peer::PeerState],
+    ) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for p in peers {
+            let l = Self::peer(p.region());
+            let ae = p.anti_entropy();
+            self.ae_active
+                .get_or_create(&l)
+                .set(i64::from(p.anti_entropy_active()));
+            self.ae_sessions
+                .get_or_create(&l)
+                .set(g(ae.sessions_completed));
+            self.ae_ranges_compared
+                .get_or_create(&l)
+                .set(g(ae.ranges_compared));
+            self.ae_ranges_repaired
+                .get_or_create(&l)
+                .set(g(ae.ranges_repaired));
+            self.ae_bytes_sent.get_or_create(&l).set(g(ae.bytes_sent));
+            self.ae_bytes_repaired
+                .get_or_create(&l)
+                .set(g(ae.bytes_received));
         }
     }
 

@@ -146,6 +146,7 @@ impl Writer {
             self.metrics.set_node_gauges(replica.node());
             self.transmit(&mut replica, now);
             self.drain_events(&mut replica);
+            self.metrics.set_anti_entropy(replica.peers());
             if now >= next_sweep {
                 next_sweep = now + IDEMPOTENCY_SWEEP_INTERVAL;
                 self.sweep(replica.node_mut());
@@ -329,8 +330,46 @@ impl Writer {
                     origin,
                     needs,
                 } => {
-                    tracing::warn!(peer = %peer, origin = origin.0, needs, "peer needs deltas already trimmed from the log (anti-entropy needed)");
+                    tracing::debug!(peer = %peer, origin = origin.0, needs, "peer needs deltas already trimmed from the log (anti-entropy repairs it)");
                 }
+                Event::AntiEntropyStarted {
+                    peer,
+                    session,
+                    behind,
+                } => tracing::info!(
+                    peer = %peer,
+                    session,
+                    ?behind,
+                    "anti-entropy: repairing the peer (it needs deltas this node has trimmed)"
+                ),
+                Event::AntiEntropyCompleted {
+                    peer,
+                    session,
+                    ranges,
+                    carts,
+                    bytes,
+                    ms,
+                } => tracing::info!(
+                    peer = %peer,
+                    session,
+                    ranges,
+                    carts,
+                    bytes,
+                    ms,
+                    "anti-entropy: peer repaired; deltas resume"
+                ),
+                Event::AntiEntropyAbandoned {
+                    peer,
+                    session,
+                    reason,
+                } => {
+                    tracing::warn!(peer = %peer, session, reason = %reason, "anti-entropy: session dropped; another starts")
+                }
+                Event::AntiEntropyApplied { peer, session } => tracing::info!(
+                    peer = %peer,
+                    session,
+                    "anti-entropy: repaired by the peer; progress raised"
+                ),
                 Event::Storage(e) => tracing::error!(error = %e, "replication storage error"),
                 _ => {}
             }

@@ -363,7 +363,8 @@ impl Outbound {
         let (data, control) = self.queues.get(peer).ok_or(SendError::NoSuchPeer)?;
         let queue = match message {
             Message::Ack { .. } => control,
-            Message::Hello { .. } | Message::Deltas { .. } => data,
+            // Anti-entropy's messages of one session must stay in order: all on data.
+            _ => data,
         };
         let queued = Queued {
             at: tokio::time::Instant::now(),

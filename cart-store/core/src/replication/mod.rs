@@ -83,6 +83,7 @@
 //! transport (mutual TLS); [`handle_message`](Replica::handle_message) checks that a
 //! [`Message::Hello`] names the same region.
 
+pub mod anti_entropy;
 pub mod peer;
 pub mod wire;
 
@@ -96,6 +97,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use anti_entropy::{AntiEntropyStatus, AE_BYTES_PER_SEC_DEFAULT};
 pub use wire::{Entry, FrameError, FrameErrorKind, Message, Progress};
 
 /// Default [`ReplicationConfig::batch_window`]: 5 ms.
@@ -108,6 +110,9 @@ pub const INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 << 20;
 pub const RESEND_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 /// Default [`ReplicationConfig::forward_after`]: 1 s.
 pub const FORWARD_AFTER_DEFAULT: Duration = Duration::from_secs(1);
+/// Default [`ReplicationConfig::log_retention_entries`]: per origin, entries kept for a
+/// peer that has not acknowledged them.
+pub const LOG_RETENTION_ENTRIES_DEFAULT: u64 = 1_000_000;
 /// Default [`ReplicationConfig::inbox_entries_max`].
 pub const INBOX_ENTRIES_MAX_DEFAULT: usize = 16 * 1024;
 /// Most log entries deleted per [`Replica::handle_timeout`].
@@ -147,6 +152,11 @@ pub struct ReplicationConfig {
     /// loop ([`Replica::poll_sync`] / [`Replica::handle_synced`]), instead of
     /// [`Replica::handle_timeout`] running it inline.
     pub offload_sync: bool,
+    /// Per origin, how many log entries are kept past what every peer has acknowledged. A
+    /// peer further behind (or never heard from) is repaired by anti-entropy instead.
+    pub log_retention_entries: u64,
+    /// The rate limit of anti-entropy's cart states, for all peers together.
+    pub anti_entropy_bytes_per_sec: u64,
 }
 
 impl ReplicationConfig {
@@ -163,6 +173,8 @@ impl ReplicationConfig {
             forward_after: FORWARD_AFTER_DEFAULT,
             inbox_entries_max: INBOX_ENTRIES_MAX_DEFAULT,
             offload_sync: false,
+            log_retention_entries: LOG_RETENTION_ENTRIES_DEFAULT,
+            anti_entropy_bytes_per_sec: AE_BYTES_PER_SEC_DEFAULT,
         }
     }
 }
@@ -214,6 +226,46 @@ pub enum Event {
     },
     /// A storage read, write or sync failed (it is retried).
     Storage(String),
+    /// A session of anti-entropy started: this node repairs `peer`.
+    AntiEntropyStarted {
+        /// The peer's region.
+        peer: String,
+        /// The session.
+        session: u64,
+        /// The origins the peer needs trimmed entries of.
+        behind: Vec<u64>,
+    },
+    /// A session repairing `peer` ended: the peer caught up.
+    AntiEntropyCompleted {
+        /// The peer's region.
+        peer: String,
+        /// The session.
+        session: u64,
+        /// Leaf ranges that differed.
+        ranges: u64,
+        /// Cart states shipped.
+        carts: u64,
+        /// Bytes of cart states shipped.
+        bytes: u64,
+        /// How long it took.
+        ms: u64,
+    },
+    /// A session repairing `peer` was dropped; another starts later.
+    AntiEntropyAbandoned {
+        /// The peer's region.
+        peer: String,
+        /// The session.
+        session: u64,
+        /// Why.
+        reason: String,
+    },
+    /// `peer` finished repairing this node: its progress was raised.
+    AntiEntropyApplied {
+        /// The peer's region.
+        peer: String,
+        /// The session.
+        session: u64,
+    },
     /// A peer needs entries this node has already trimmed: only anti-entropy can repair
     /// it.
     Behind {
@@ -248,6 +300,14 @@ pub enum ProtocolError {
         peer: String,
         /// The id.
         node_id: u64,
+    },
+    /// An anti-entropy cart state that does not decode or validate.
+    #[error("anti-entropy state of cart {cart:?}: {reason}")]
+    BadState {
+        /// The cart id (at most 64 characters of it).
+        cart: String,
+        /// Why it was refused.
+        reason: String,
     },
     /// An entry that does not decode or validate.
     #[error("entry {seq} of origin {origin}: {reason}")]
@@ -313,6 +373,8 @@ pub struct PeerStatus {
     pub entries_sent: u64,
     /// Entries received from the peer and applied, since start.
     pub entries_applied: u64,
+    /// Anti-entropy with this peer, either direction.
+    pub anti_entropy: AntiEntropyStatus,
 }
 
 /// One region's node and its replication state. See the [module docs](self).
@@ -337,6 +399,11 @@ pub struct Replica<S: Storage, C: PhysicalClock> {
     commit_times: VecDeque<(u64, Instant)>,
     events: VecDeque<Event>,
     events_dropped: u64,
+    /// Anti-entropy: received cart states waiting for [`commit`](Self::commit).
+    ae_inbox: Vec<anti_entropy::Queued>,
+    /// Anti-entropy's rate limiter: bytes allowed at `ae_refilled_at` (negative: debt).
+    ae_budget: i64,
+    ae_refilled_at: Instant,
 }
 
 impl<S: Storage, C: PhysicalClock> Replica<S, C> {
@@ -360,6 +427,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             commit_times: VecDeque::new(),
             events: VecDeque::new(),
             events_dropped: 0,
+            ae_inbox: Vec::new(),
+            ae_budget: 0,
+            ae_refilled_at: now,
         }
     }
 
@@ -395,7 +465,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
 
     /// `true` if received entries wait for [`commit`](Self::commit).
     pub fn wants_commit(&self) -> bool {
-        !self.inbox.is_empty()
+        !self.inbox.is_empty() || !self.ae_inbox.is_empty()
     }
 
     fn peer_index(&self, region: &str) -> Option<usize> {
@@ -431,6 +501,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             p.heard_back = false;
             p.hello_sent_at = None;
             p.rewind(now);
+            p.reset_anti_entropy(now);
         }
     }
 
@@ -443,6 +514,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             p.hello_owed = false;
             p.send_due = None;
             p.rewind(now);
+            p.reset_anti_entropy(now);
         }
     }
 
@@ -485,6 +557,10 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             Message::Deltas { entries, .. } => {
                 self.peers[i].heard_back = true;
                 self.handle_deltas(i, local_ms, entries)
+            }
+            msg => {
+                self.peers[i].heard_back = true;
+                self.ae_handle(i, now, local_ms, msg)
             }
         }
     }
@@ -533,6 +609,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         p.forwarding.clear();
         p.behind.clear();
         p.rewind(now);
+        p.reset_anti_entropy(now);
         p.send_due = Some(now);
         p.ack_owed = true;
         Ok(())
@@ -540,6 +617,24 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
 
     fn handle_ack(&mut self, now: Instant, i: usize, progress: &[(ReplicaId, u64)]) {
         let me = self.node.config().node_id;
+        // A peer that moved on an origin it was behind on (another peer repaired it) may
+        // need nothing trimmed any more: the next batch finds out.
+        let p = &mut self.peers[i];
+        if p.ae_out.is_none() && !p.behind.is_empty() {
+            let before: Vec<(ReplicaId, u64)> =
+                p.behind.iter().map(|o| (*o, p.acked(*o))).collect();
+            let moved: Vec<ReplicaId> = before
+                .into_iter()
+                .filter(|(o, a)| progress.iter().any(|(po, ps)| po == o && ps > a))
+                .map(|(o, _)| o)
+                .collect();
+            for o in moved {
+                p.behind.remove(&o);
+                let acked = p.acked(o);
+                let s = p.sent.entry(o).or_insert(0);
+                *s = (*s).max(acked);
+            }
+        }
         let (from, through) = self.peers[i].take_ack(progress, me, now);
         if through > from {
             let region = self.peers[i].region.clone();
@@ -564,6 +659,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         if !self.peers[i].inflight.is_empty() || self.peers[i].send_due.is_none() {
             self.mark_sendable(i, now);
         }
+        self.ae_check_done(i, now);
     }
 
     fn handle_deltas(
@@ -643,6 +739,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         now: Instant,
         reqs: Vec<WriteRequest>,
     ) -> Vec<Result<Applied, NodeError>> {
+        self.ae_commit();
         let inbox = std::mem::take(&mut self.inbox);
         self.inbox_next.clear();
         let (from, entries): (Vec<usize>, Vec<RemoteEntry>) = inbox.into_iter().unzip();
@@ -768,6 +865,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 self.mark_sendable(i, now);
             }
             self.update_forwarding(i, now);
+            self.ae_timeout(i, now);
         }
         if now >= self.next_trim {
             self.next_trim = now + TRIM_INTERVAL;
@@ -838,31 +936,35 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         }
     }
 
-    /// Deletes log entries every peer has acknowledged (bounded per call).
+    /// Deletes log entries every peer has acknowledged, and those past the retention
+    /// (bounded per call). A peer that needs a deleted entry is repaired by anti-entropy.
     fn trim(&mut self) {
-        if self
+        // A peer we have not heard from since start may need anything within retention.
+        let unheard = self
             .peers
             .iter()
-            .any(|p| p.node_id.is_none() && p.acked.is_empty())
-        {
-            // A peer we have not heard from since start may need anything.
-            return;
-        }
+            .any(|p| p.node_id.is_none() && p.acked.is_empty());
         let origins: Vec<(ReplicaId, u64)> = if self.peers.is_empty() {
             self.node.progress()
         } else {
             self.progress_vec()
         };
+        let retention = self.config.log_retention_entries;
         let mut budget = TRIM_ENTRIES_MAX;
         for (o, durable) in origins {
-            let bound = self
-                .peers
-                .iter()
-                // The origin never needs its own entries back: it only ever shipped durable
-                // ones, and it may never acknowledge them again (its last Ack lost).
-                .filter(|p| p.node_id != Some(o))
-                .map(|p| p.acked(o))
-                .fold(durable, u64::min);
+            let acked = if unheard {
+                0
+            } else {
+                self.peers
+                    .iter()
+                    // The origin never needs its own entries back: it only ever shipped
+                    // durable ones, and it may never acknowledge them again (its last Ack
+                    // lost).
+                    .filter(|p| p.node_id != Some(o))
+                    .map(|p| p.acked(o))
+                    .fold(durable, u64::min)
+            };
+            let bound = acked.max(durable.saturating_sub(retention));
             let done = self.trimmed.get(&o).copied().unwrap_or(0);
             if bound <= done || budget == 0 {
                 continue;
@@ -944,6 +1046,11 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 earliest(pr.deadline);
             }
         }
+        for i in 0..self.peers.len() {
+            if let Some(x) = self.ae_poll_timeout(i) {
+                earliest(x);
+            }
+        }
         t
     }
 
@@ -992,6 +1099,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 hlc: self.node.hlc().now(),
                 progress,
             };
+            return Some(Transmit { to, message });
+        }
+        if let Some(message) = self.ae_transmit(i, now) {
             return Some(Transmit { to, message });
         }
         let due = self.peers[i].send_due?;
@@ -1093,7 +1203,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         let peers = self
             .peers
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
                 let acked_me = p.acked(me);
                 let lag_ms = self
                     .commit_times
@@ -1118,6 +1229,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                     clock_offset_ms: p.clock_offset_ms,
                     entries_sent: p.entries_sent,
                     entries_applied: p.entries_applied,
+                    anti_entropy: self.ae_status(i),
                 }
             })
             .collect();

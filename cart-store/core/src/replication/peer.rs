@@ -1,5 +1,6 @@
 //! [`PeerState`]: what one node knows about one peer, and what it owes it.
 
+use super::anti_entropy;
 use meridian_clocks::ReplicaId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -64,6 +65,16 @@ pub struct PeerState {
     pub(crate) clock_offset_ms: Option<i64>,
     pub(crate) entries_sent: u64,
     pub(crate) entries_applied: u64,
+    /// Anti-entropy: this node repairing the peer.
+    pub(crate) ae_out: Option<anti_entropy::Outgoing>,
+    /// Anti-entropy: the peer repairing this node.
+    pub(crate) ae_in: Option<anti_entropy::Incoming>,
+    /// Anti-entropy: an answer owed to the peer ([`Message::AeDiffer`](super::Message)).
+    pub(crate) ae_reply: Option<super::Message>,
+    /// No new session before this (after one was dropped).
+    pub(crate) ae_retry_at: Instant,
+    /// Anti-entropy counters.
+    pub(crate) ae: anti_entropy::AntiEntropyStatus,
 }
 
 impl PeerState {
@@ -91,7 +102,21 @@ impl PeerState {
             clock_offset_ms: None,
             entries_sent: 0,
             entries_applied: 0,
+            ae_out: None,
+            ae_in: None,
+            ae_reply: None,
+            ae_retry_at: now,
+            ae: anti_entropy::AntiEntropyStatus::default(),
         }
+    }
+
+    /// A new connection (or none): any anti-entropy session with the peer is over; a new
+    /// one may start at once.
+    pub(crate) fn reset_anti_entropy(&mut self, now: Instant) {
+        self.ae_out = None;
+        self.ae_in = None;
+        self.ae_reply = None;
+        self.ae_retry_at = now;
     }
 
     /// The peer's region.
@@ -117,6 +142,17 @@ impl PeerState {
     /// The peer's acknowledged progress of `origin`.
     pub fn acked(&self, origin: ReplicaId) -> u64 {
         self.acked.get(&origin).copied().unwrap_or(0)
+    }
+
+    /// Anti-entropy counters with this peer (cumulative; `state` and `carts_*` are filled
+    /// in only by [`Replica::status`](super::Replica::status)).
+    pub fn anti_entropy(&self) -> &anti_entropy::AntiEntropyStatus {
+        &self.ae
+    }
+
+    /// An anti-entropy session with this peer is running, either direction.
+    pub fn anti_entropy_active(&self) -> bool {
+        self.ae_out.is_some() || self.ae_in.is_some()
     }
 
     /// Bytes sent and not acknowledged.

@@ -16,7 +16,7 @@ use meridian_clocks::{HlcTimestamp, ReplicaId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame carries. A change to [`Message`] bumps it.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest frame body (version and message) accepted: 4 MiB.
 pub const FRAME_BYTES_MAX: usize = 4 << 20;
 /// Most entries in one [`Message::Deltas`].
@@ -25,6 +25,10 @@ pub const ENTRIES_MAX: usize = 4096;
 pub const PROGRESS_MAX: usize = 256;
 /// Longest region name.
 pub const REGION_BYTES_MAX: usize = 253;
+/// Most tree nodes in one [`Message::AeDigests`] or [`Message::AeDiffer`]: the leaf count.
+pub const AE_NODES_MAX: usize = crate::digest::LEAVES;
+/// Most carts in one [`Message::AeCarts`].
+pub const AE_CARTS_MAX: usize = 4096;
 
 /// Per-origin progress: for each origin node, the highest seq through which its writes are
 /// applied, contiguously. Sorted by origin, no duplicates.
@@ -71,15 +75,85 @@ pub enum Message {
         /// The sender's durable per-origin progress.
         progress: Progress,
     },
+    /// Anti-entropy, from the node repairing a peer: its digests of some nodes of one level
+    /// of its [`DigestTree`](crate::digest::DigestTree). Level 0 (the root) opens a session.
+    AeDigests {
+        /// The sender's clock when it sent this.
+        hlc: HlcTimestamp,
+        /// Names the session (one comparison and its repair).
+        session: u64,
+        /// The tree level, 0 (root) to `LEVELS - 1` (leaves).
+        level: u8,
+        /// `(index, digest)` per node, indexes increasing.
+        nodes: Vec<(u32, u64)>,
+    },
+    /// Anti-entropy, from the node being repaired: which of the nodes just compared differ.
+    AeDiffer {
+        /// The sender's clock when it sent this.
+        hlc: HlcTimestamp,
+        /// The session.
+        session: u64,
+        /// The level compared.
+        level: u8,
+        /// The indexes whose digests differ, increasing.
+        nodes: Vec<u32>,
+    },
+    /// Anti-entropy: whole cart states of the ranges that differ, numbered from 0 per
+    /// session.
+    AeCarts {
+        /// The sender's clock when it sent this.
+        hlc: HlcTimestamp,
+        /// The session.
+        session: u64,
+        /// This chunk's number.
+        chunk: u32,
+        /// `(cart id, encoded cart state)`, as the sender stores them.
+        carts: Vec<(String, Vec<u8>)>,
+    },
+    /// Anti-entropy: every differing range has been shipped in `chunks` chunks. `progress`
+    /// is the sender's durable progress when the comparison began: every cart it holds
+    /// reflects at least that much, so once the receiver has merged them all, it has too.
+    AeDone {
+        /// The sender's clock when it sent this.
+        hlc: HlcTimestamp,
+        /// The session.
+        session: u64,
+        /// How many chunks were sent.
+        chunks: u32,
+        /// The sender's durable progress at the session's start.
+        progress: Progress,
+    },
+    /// Anti-entropy: another peer is repairing this node already; try later.
+    AeBusy {
+        /// The sender's clock when it sent this.
+        hlc: HlcTimestamp,
+        /// The session refused.
+        session: u64,
+    },
+    /// Anti-entropy: the receiver has applied every chunk before `chunks`.
+    AeAck {
+        /// The sender's clock when it sent this.
+        hlc: HlcTimestamp,
+        /// The session.
+        session: u64,
+        /// Chunks applied, counted from the session's start.
+        chunks: u32,
+    },
 }
 
 impl Message {
     /// The sender's clock reading this message carries.
     pub fn hlc(&self) -> HlcTimestamp {
         match self {
-            Message::Hello { hlc, .. } | Message::Deltas { hlc, .. } | Message::Ack { hlc, .. } => {
-                *hlc
-            }
+            Message::Hello { hlc, .. }
+            | Message::Deltas { hlc, .. }
+            | Message::Ack { hlc, .. }
+            | Message::AeDigests { hlc, .. }
+            | Message::AeDiffer { hlc, .. }
+            | Message::AeCarts { hlc, .. }
+            | Message::AeDone { hlc, .. }
+            | Message::AeBusy { hlc, .. }
+            | Message::AeAck { hlc, .. } => *hlc,
         }
     }
 
@@ -89,6 +163,12 @@ impl Message {
             Message::Hello { .. } => "hello",
             Message::Deltas { .. } => "deltas",
             Message::Ack { .. } => "ack",
+            Message::AeDigests { .. } => "ae_digests",
+            Message::AeDiffer { .. } => "ae_differ",
+            Message::AeCarts { .. } => "ae_carts",
+            Message::AeDone { .. } => "ae_done",
+            Message::AeBusy { .. } => "ae_busy",
+            Message::AeAck { .. } => "ae_ack",
         }
     }
 }
@@ -238,7 +318,47 @@ fn validate(msg: &Message) -> Result<(), FrameError> {
             }
             Ok(())
         }
+        Message::AeDigests { level, nodes, .. } => {
+            let indexes: Vec<u32> = nodes.iter().map(|(i, _)| *i).collect();
+            check_nodes(*level, &indexes)
+        }
+        Message::AeDiffer { level, nodes, .. } => check_nodes(*level, nodes),
+        Message::AeCarts { carts, .. } => {
+            if carts.len() > AE_CARTS_MAX {
+                return invalid(format!(
+                    "{} carts, more than the maximum {AE_CARTS_MAX}",
+                    carts.len()
+                ));
+            }
+            Ok(())
+        }
+        Message::AeDone { progress, .. } => check_progress(progress),
+        Message::AeAck { .. } | Message::AeBusy { .. } => Ok(()),
     }
+}
+
+fn check_nodes(level: u8, nodes: &[u32]) -> Result<(), FrameError> {
+    let invalid = |m: String| Err(FrameError::new(FrameErrorKind::Invalid, m));
+    if level >= crate::digest::LEVELS {
+        return invalid(format!(
+            "tree level {level}, the tree has {}",
+            crate::digest::LEVELS
+        ));
+    }
+    let width = crate::digest::level_width(level);
+    if nodes.len() > AE_NODES_MAX.min(width) {
+        return invalid(format!(
+            "{} tree nodes, level {level} has {width}",
+            nodes.len()
+        ));
+    }
+    if nodes.windows(2).any(|w| w[0] >= w[1]) {
+        return invalid("tree node indexes are not strictly increasing".into());
+    }
+    if let Some(i) = nodes.iter().find(|i| **i as usize >= width) {
+        return invalid(format!("tree node {i} past level {level}'s {width}"));
+    }
+    Ok(())
 }
 
 fn check_progress(p: &Progress) -> Result<(), FrameError> {
@@ -275,7 +395,7 @@ mod tests {
     #[test]
     fn golden_frames() {
         let f = encode_frame(&ack());
-        assert_eq!(hex(&f), "00000011000102fd03000068e5cf8b0102012a0207");
+        assert_eq!(hex(&f), "00000011000202fd03000068e5cf8b0102012a0207");
         assert_eq!(decode_frame(&f).unwrap(), ack());
         let d = Message::Deltas {
             hlc: HlcTimestamp::new(5, 0),
@@ -286,7 +406,7 @@ mod tests {
             }],
         };
         let f = encode_frame(&d);
-        assert_eq!(hex(&f), "0000000f000101fc0000050001090103010203");
+        assert_eq!(hex(&f), "0000000f000201fc0000050001090103010203");
         assert_eq!(decode_frame(&f).unwrap(), d);
     }
 

@@ -64,6 +64,43 @@ pub fn describe(m: &Message) -> String {
                 .collect();
             format!("deltas[{}]", parts.join(" "))
         }
+        Message::AeDigests {
+            session,
+            level,
+            nodes,
+            ..
+        } => format!(
+            "ae_digests(s{session}, level {level}, {} nodes)",
+            nodes.len()
+        ),
+        Message::AeDiffer {
+            session,
+            level,
+            nodes,
+            ..
+        } => format!(
+            "ae_differ(s{session}, level {level}, {} differ)",
+            nodes.len()
+        ),
+        Message::AeCarts {
+            session,
+            chunk,
+            carts,
+            ..
+        } => format!("ae_carts(s{session}, chunk {chunk}, {} carts)", carts.len()),
+        Message::AeDone {
+            session,
+            chunks,
+            progress,
+            ..
+        } => format!(
+            "ae_done(s{session}, {chunks} chunks, {})",
+            progress_str(progress)
+        ),
+        Message::AeAck {
+            session, chunks, ..
+        } => format!("ae_ack(s{session}, {chunks})"),
+        Message::AeBusy { session, .. } => format!("ae_busy(s{session})"),
     }
 }
 
