@@ -338,6 +338,11 @@ pub struct ReplicationStatus {
     pub durable: BTreeMap<String, u64>,
     /// Delta log entries stored.
     pub log_entries: u64,
+    /// Carts stored.
+    pub carts: u64,
+    /// The root of the digest tree over every cart (16 hex digits): two nodes with the
+    /// same root hold the same carts.
+    pub digest: String,
     /// One per configured peer, in config order.
     pub peers: Vec<PeerStatus>,
 }
@@ -1245,6 +1250,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 .collect(),
             durable: ids(self.node.durable_progress()),
             log_entries: self.node.log_len(),
+            carts: self.node.carts_stored(),
+            digest: format!("{:016x}", self.node.digests().root()),
             peers,
         }
     }
