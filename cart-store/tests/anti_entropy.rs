@@ -94,6 +94,21 @@ fn wait_same_digest(cluster: &Cluster, within: Duration) -> Duration {
     t
 }
 
+/// Every node's log lines about anti-entropy since the last call (for the record).
+fn ae_log(cluster: &Cluster) {
+    for n in &cluster.nodes {
+        for line in n.log_tail(256 << 10).lines() {
+            if line.contains("anti-entropy") {
+                eprintln!(
+                    "    {}: {}",
+                    n.region,
+                    line.chars().take(300).collect::<String>()
+                );
+            }
+        }
+    }
+}
+
 /// Replaces tokyo's node: kill -9, wipe its data dir, a new node id (ids are never
 /// reused), start.
 fn replace_tokyo(cluster: &mut Cluster, new_id: u64) {
@@ -169,9 +184,15 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
     let new_secs = t.elapsed().as_secs_f64();
     cluster.wait_caught_up(Duration::from_secs(30));
     let (full_bytes, full_carts) = shipped_to_tokyo(&cluster);
+    ae_log(&cluster);
     let tokyo = cluster.node(TOKYO).replication();
     assert_eq!(tokyo["carts"].as_u64(), Some(n as u64), "{tokyo}");
-    assert!(full_carts >= n as u64, "shipped {full_carts} carts for {n}");
+    // One repairer at a time (`AeBusy`): each cart ships once, give or take a session
+    // restarted after a lost message.
+    assert!(
+        (n as u64..n as u64 * 5 / 4).contains(&full_carts),
+        "shipped {full_carts} carts for {n}"
+    );
     cluster.say(&format!(
         "new region: {full_carts} carts, {full_bytes} bytes shipped, converged in {new_secs:.2} s"
     ));

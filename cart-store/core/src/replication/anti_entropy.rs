@@ -28,15 +28,16 @@
 //! node's own progress is durable through the seq it was read at.
 //!
 //! **Resumable**: a session that breaks (a disconnect, a lost message, a refused cart, no
-//! answer for `2 × resend_timeout`) is dropped and a new one starts. Ranges already
+//! answer for [`AE_STALL_MIN`] or two resend timeouts) is dropped and a new one starts. Ranges already
 //! repaired compare equal and are not shipped again, so at most the leaves in flight are
 //! repeated. **Bounded**: one session per peer; messages within the frame and
 //! [`wire`](super::wire) limits; at most [`AE_CHUNKS_INFLIGHT_MAX`] chunks of
-//! [`AE_CHUNK_BYTES_MAX`] in flight per peer; at most [`AE_SCAN_KEYS_MAX`] carts examined
+//! [`AE_CHUNK_BYTES_MAX`] or [`AE_CHUNK_CARTS_MAX`] in flight per peer (the receiver merges one
+//! chunk per commit); at most [`AE_SCAN_KEYS_MAX`] carts examined
 //! per [`poll_transmit`](super::Replica::poll_transmit), so the event loop never stalls on a
 //! large store.
 
-use super::wire::{Message, Progress, AE_CARTS_MAX};
+use super::wire::{Message, Progress};
 use super::{Event, Replica};
 use crate::codec;
 use crate::digest::{self, DigestTree, LEAVES, LEVELS};
@@ -50,7 +51,13 @@ use std::time::{Duration, Instant};
 /// Default `anti_entropy_bytes_per_sec`: 8 MiB/s of cart states per node.
 pub const AE_BYTES_PER_SEC_DEFAULT: u64 = 8 << 20;
 /// Largest chunk of cart states (one cart may exceed it alone).
-pub const AE_CHUNK_BYTES_MAX: usize = 256 * 1024;
+pub const AE_CHUNK_BYTES_MAX: usize = 128 * 1024;
+/// Most carts in one chunk: the receiver merges a chunk in one commit of its writer, so
+/// this bounds how long local writes wait behind it.
+pub const AE_CHUNK_CARTS_MAX: usize = 1024;
+/// A session with no answer for this long (or two resend timeouts, if longer) is dropped.
+/// A dead link is found sooner by the transport; this is for messages lost in between.
+pub const AE_STALL_MIN: Duration = Duration::from_secs(10);
 /// Most chunks sent to one peer and not yet acknowledged.
 pub const AE_CHUNKS_INFLIGHT_MAX: u32 = 4;
 /// Most carts examined per call while scanning for a chunk.
@@ -157,7 +164,7 @@ pub(crate) struct Queued {
 
 impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     fn ae_stall(&self) -> Duration {
-        self.config.resend_timeout * 2
+        (self.config.resend_timeout * 2).max(AE_STALL_MIN)
     }
 
     /// Starts a session with peer `i` if it is behind and none runs.
@@ -373,7 +380,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         let result = self.node.storage().scan(Cf::Carts, cursor, &mut |k, v| {
             if examined >= AE_SCAN_KEYS_MAX
                 || bytes >= AE_CHUNK_BYTES_MAX
-                || carts.len() >= AE_CARTS_MAX
+                || carts.len() >= AE_CHUNK_CARTS_MAX
             {
                 next = Some(k.to_vec());
                 ended = false;
@@ -633,12 +640,13 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         }
     }
 
-    /// Commits the received cart states (and progress raises), in arrival order.
+    /// Commits the next received chunk of cart states (or progress raise): one per call,
+    /// so that local writes never wait behind more than one chunk.
     pub(super) fn ae_commit(&mut self) {
         if self.ae_inbox.is_empty() {
             return;
         }
-        let queued = std::mem::take(&mut self.ae_inbox);
+        let queued = vec![self.ae_inbox.remove(0)];
         let durability = self.config.durability;
         for q in queued {
             let live = self.peers[q.peer]
