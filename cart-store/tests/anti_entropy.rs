@@ -58,7 +58,8 @@ fn counter(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
 }
 
-/// Bytes of cart states virginia and frankfurt have shipped to tokyo so far.
+/// Bytes of cart states virginia and frankfurt have shipped to tokyo so far, and the
+/// carts.
 fn shipped_to_tokyo(cluster: &Cluster) -> (u64, u64) {
     let mut bytes = 0;
     let mut carts = 0;
@@ -68,6 +69,18 @@ fn shipped_to_tokyo(cluster: &Cluster) -> (u64, u64) {
         carts += counter(&ae, "carts_sent");
     }
     (bytes, carts)
+}
+
+/// Bytes of comparison messages between tokyo and the others so far, both ways.
+fn compared_with_tokyo(cluster: &Cluster) -> u64 {
+    let mut bytes = 0;
+    for i in 0..2 {
+        bytes += counter(&ae_of(cluster, i, "tokyo"), "compare_bytes_sent");
+    }
+    for peer in ["virginia", "frankfurt"] {
+        bytes += counter(&ae_of(cluster, TOKYO, peer), "compare_bytes_sent");
+    }
+    bytes
 }
 
 /// Waits until every node's digest root is the same: they hold the same carts.
@@ -181,6 +194,7 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
     cluster.restart(TOKYO);
     let t = Instant::now();
     wait_same_digest(&cluster, bound);
+    let new_compare = compared_with_tokyo(&cluster);
     let new_secs = t.elapsed().as_secs_f64();
     cluster.wait_caught_up(Duration::from_secs(30));
     let (full_bytes, full_carts) = shipped_to_tokyo(&cluster);
@@ -194,7 +208,8 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
         "shipped {full_carts} carts for {n}"
     );
     cluster.say(&format!(
-        "new region: {full_carts} carts, {full_bytes} bytes shipped, converged in {new_secs:.2} s"
+        "new region: {full_carts} carts, {full_bytes} bytes of states and {new_compare} bytes \
+         of digests shipped, converged in {new_secs:.2} s"
     ));
     for c in ["cart-000000", "cart-000001", &format!("cart-{:06}", n - 1)] {
         assert_eq!(cluster.node(TOKYO).cart(c), cluster.node(0).cart(c), "{c}");
@@ -202,6 +217,10 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
 
     // 2. Offline past retention while 2% of the carts change.
     cluster.kill9(TOKYO);
+    // The comparison counters of the restarted tokyo start over: count them from here.
+    let others_compare: u64 = (0..2)
+        .map(|i| counter(&ae_of(&cluster, i, "tokyo"), "compare_bytes_sent"))
+        .sum();
     let changed = (n / 50).max(150);
     let ops: Vec<Op> = (0..changed)
         .map(|i| Op::add(&format!("cart-{:06}", (i * 7919) % n), "extra", 1))
@@ -214,16 +233,19 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
     cluster.wait_caught_up(Duration::from_secs(30));
     let (bytes, carts) = shipped_to_tokyo(&cluster);
     let (part_bytes, part_carts) = (bytes - full_bytes, carts - full_carts);
+    let part_compare = compared_with_tokyo(&cluster) - others_compare;
+    let part_total = part_bytes + part_compare;
     cluster.say(&format!(
-        "offline past retention: {changed} carts changed; {part_carts} carts, {part_bytes} bytes \
-         shipped ({:.1}% of shipping everything), converged in {behind_secs:.2} s",
-        100.0 * part_bytes as f64 / full_bytes as f64
+        "offline past retention: {changed} carts changed; {part_carts} carts: {part_bytes} bytes \
+         of states + {part_compare} of digests = {part_total} bytes, {:.1}% of shipping \
+         every state ({full_bytes}); converged in {behind_secs:.2} s",
+        100.0 * part_total as f64 / full_bytes as f64
     ));
     assert!(
         part_carts >= changed as u64 && part_carts < (changed as u64) * 3 + 50,
         "shipped {part_carts} carts for {changed} changed"
     );
-    assert!(part_bytes < full_bytes / 10, "{part_bytes} of {full_bytes}");
+    assert!(part_total < full_bytes / 2, "{part_total} of {full_bytes}");
     let c = format!("cart-{:06}", 7919 % n);
     assert_eq!(cluster.node(TOKYO).cart(&c).get("extra"), Some(&1), "{c}");
 
@@ -251,7 +273,9 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
     cluster.wait_converged(&["after-replace".to_owned()], Duration::from_secs(20));
     println!(
         "AE figures: carts={n} new_region_bytes={full_bytes} new_region_secs={new_secs:.2} \
-         behind_changed={changed} behind_bytes={part_bytes} behind_secs={behind_secs:.2} \
+         new_region_digest_bytes={new_compare} behind_changed={changed} \
+         behind_state_bytes={part_bytes} behind_digest_bytes={part_compare} \
+         behind_secs={behind_secs:.2} \
          replaced_secs={replaced_secs:.2}"
     );
 }

@@ -90,7 +90,8 @@ pub(crate) struct Outgoing {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Phase {
-    Comparing,
+    /// Descending the tree; `leaves` collects the ranges found different so far.
+    Comparing { leaves: Vec<bool> },
     Shipping {
         leaves: Vec<bool>,
         cursor: Vec<u8>,
@@ -145,10 +146,22 @@ pub struct AntiEntropyStatus {
     pub carts_sent: u64,
     /// Bytes of cart states sent to the peer.
     pub bytes_sent: u64,
+    /// Bytes of comparison messages (digests, differing ranges) sent to the peer, framed.
+    pub compare_bytes_sent: u64,
     /// Cart states received from the peer.
     pub carts_received: u64,
     /// Bytes of cart states received from the peer.
     pub bytes_received: u64,
+}
+
+/// How many leaves one node at `level` spans.
+fn leaf_span(level: u8) -> usize {
+    LEAVES / digest::level_width(level)
+}
+
+/// How many leaves the nodes `nodes` at `level` span together.
+fn leaves_under(level: u8, nodes: &[u32]) -> u64 {
+    (nodes.len() * leaf_span(level)) as u64
 }
 
 /// Received cart states waiting for [`Replica::commit`].
@@ -182,7 +195,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         p.ae_out = Some(Outgoing {
             session,
             progress,
-            phase: Phase::Comparing,
+            phase: Phase::Comparing {
+                leaves: vec![false; LEAVES],
+            },
             owed: Some(Owed::Digests {
                 level: 0,
                 nodes: vec![(0, root)],
@@ -285,18 +300,21 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             }
         }
         if let Some(reply) = p.ae_reply.take() {
+            p.ae.compare_bytes_sent += super::wire::encode_frame(&reply).len() as u64;
             return Some(reply);
         }
         self.ae_maybe_start(i, now);
         let s = self.peers[i].ae_out.as_mut()?;
         match s.owed.take() {
             Some(Owed::Digests { level, nodes }) => {
-                return Some(Message::AeDigests {
+                let msg = Message::AeDigests {
                     hlc,
                     session: s.session,
                     level,
                     nodes,
-                });
+                };
+                self.peers[i].ae.compare_bytes_sent += super::wire::encode_frame(&msg).len() as u64;
+                return Some(msg);
             }
             Some(Owed::Done) => {
                 let msg = Message::AeDone {
@@ -456,21 +474,30 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                     s.last_heard = Some(now);
                 }
                 let tree = self.node.digests();
-                let differ: Vec<u32> = nodes
-                    .iter()
-                    .filter(|(idx, d)| tree.get(level, *idx) != Some(*d))
-                    .map(|(idx, _)| *idx)
-                    .collect();
+                // Differing ranges where this node holds nothing need no descent: the
+                // repairer ships all it has there.
+                let (mut differ, mut empty) = (Vec::new(), Vec::new());
+                for (idx, d) in &nodes {
+                    match tree.get(level, *idx) {
+                        Some(mine) if mine == *d => {}
+                        Some(0) => empty.push(*idx),
+                        _ => differ.push(*idx),
+                    }
+                }
                 let p = &mut self.peers[i];
                 p.ae.ranges_compared += nodes.len() as u64;
-                if level == LEVELS - 1 {
-                    p.ae.ranges_repaired += differ.len() as u64;
-                }
+                p.ae.ranges_repaired += leaves_under(level, &empty)
+                    + if level == LEVELS - 1 {
+                        differ.len() as u64
+                    } else {
+                        0
+                    };
                 p.ae_reply = Some(Message::AeDiffer {
                     hlc: self.node.hlc().now(),
                     session,
                     level,
                     nodes: differ,
+                    empty,
                 });
                 Ok(())
             }
@@ -478,46 +505,70 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 session,
                 level,
                 nodes,
+                empty,
                 ..
             } => {
                 let tree: &DigestTree = self.node.digests();
                 let Some(s) = self.peers[i].ae_out.as_mut() else {
                     return Ok(());
                 };
-                if s.session != session || !matches!(s.phase, Phase::Comparing) {
+                if s.session != session {
                     return Ok(());
                 }
+                let Phase::Comparing { leaves } = &mut s.phase else {
+                    return Ok(());
+                };
                 s.last_heard = now;
+                // Ranges the peer holds nothing of: every leaf under them.
+                for n in &empty {
+                    let span = leaf_span(level);
+                    let first = (*n as usize) * span;
+                    leaves[first..first + span].fill(true);
+                }
                 let mut compared = 0u64;
-                let mut repaired = 0u64;
-                if nodes.is_empty() {
-                    s.owed = Some(Owed::Done);
-                    s.phase = Phase::Finishing;
-                } else if level + 1 < LEVELS {
+                if level + 1 < LEVELS {
+                    // Descend into the rest; children we hold nothing of are not sent (the
+                    // peer's carts there are its own to ship).
                     let children: Vec<(u32, u64)> = nodes
                         .iter()
                         .flat_map(|n| DigestTree::children(*n))
                         .map(|c| (c, tree.get(level + 1, c).unwrap_or(0)))
+                        .filter(|(_, d)| *d != 0)
                         .collect();
                     compared = children.len() as u64;
-                    s.owed = Some(Owed::Digests {
-                        level: level + 1,
-                        nodes: children,
-                    });
+                    if !children.is_empty() {
+                        s.owed = Some(Owed::Digests {
+                            level: level + 1,
+                            nodes: children,
+                        });
+                    }
                 } else {
-                    let mut leaves = vec![false; LEAVES];
                     for n in &nodes {
                         leaves[*n as usize] = true;
                     }
-                    repaired = nodes.len() as u64;
-                    s.ranges_differing = repaired;
-                    s.phase = Phase::Shipping {
-                        leaves,
-                        cursor: Vec::new(),
-                        scanned: 0,
-                        scan_done: false,
-                    };
                 }
+                if s.owed.is_none() {
+                    // The comparison is over.
+                    let leaves = std::mem::take(leaves);
+                    let differing = leaves.iter().filter(|l| **l).count() as u64;
+                    s.ranges_differing = differing;
+                    if differing == 0 {
+                        s.owed = Some(Owed::Done);
+                        s.phase = Phase::Finishing;
+                    } else {
+                        s.phase = Phase::Shipping {
+                            leaves,
+                            cursor: Vec::new(),
+                            scanned: 0,
+                            scan_done: false,
+                        };
+                    }
+                }
+                let repaired = if matches!(s.phase, Phase::Comparing { .. }) {
+                    0
+                } else {
+                    s.ranges_differing
+                };
                 let p = &mut self.peers[i];
                 p.ae.ranges_compared += compared;
                 p.ae.ranges_repaired += repaired;
@@ -736,7 +787,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         st.carts_total = self.node.carts_stored();
         st.state = match (&p.ae_out, &p.ae_in) {
             (Some(s), _) => match &s.phase {
-                Phase::Comparing => "comparing",
+                Phase::Comparing { .. } => "comparing",
                 Phase::Shipping { scanned, .. } => {
                     st.carts_scanned = *scanned;
                     "shipping"

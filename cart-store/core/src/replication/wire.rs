@@ -95,8 +95,12 @@ pub enum Message {
         session: u64,
         /// The level compared.
         level: u8,
-        /// The indexes whose digests differ, increasing.
+        /// The indexes whose digests differ and where the sender holds carts, increasing:
+        /// to descend into.
         nodes: Vec<u32>,
+        /// The indexes whose digests differ and where the sender holds no cart,
+        /// increasing: to ship whole, without descending.
+        empty: Vec<u32>,
     },
     /// Anti-entropy: whole cart states of the ranges that differ, numbered from 0 per
     /// session.
@@ -322,7 +326,22 @@ fn validate(msg: &Message) -> Result<(), FrameError> {
             let indexes: Vec<u32> = nodes.iter().map(|(i, _)| *i).collect();
             check_nodes(*level, &indexes)
         }
-        Message::AeDiffer { level, nodes, .. } => check_nodes(*level, nodes),
+        Message::AeDiffer {
+            level,
+            nodes,
+            empty,
+            ..
+        } => {
+            check_nodes(*level, nodes)?;
+            check_nodes(*level, empty)?;
+            if nodes.len() + empty.len() > AE_NODES_MAX {
+                return invalid(format!(
+                    "{} tree nodes, more than the maximum {AE_NODES_MAX}",
+                    nodes.len() + empty.len()
+                ));
+            }
+            Ok(())
+        }
         Message::AeCarts { carts, .. } => {
             if carts.len() > AE_CARTS_MAX {
                 return invalid(format!(

@@ -77,10 +77,12 @@ pub fn describe(m: &Message) -> String {
             session,
             level,
             nodes,
+            empty,
             ..
         } => format!(
-            "ae_differ(s{session}, level {level}, {} differ)",
-            nodes.len()
+            "ae_differ(s{session}, level {level}, {} differ, {} empty)",
+            nodes.len(),
+            empty.len()
         ),
         Message::AeCarts {
             session,
