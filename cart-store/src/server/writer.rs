@@ -252,7 +252,11 @@ impl Writer {
                 }
                 if let Err(err) = result {
                     self.metrics.peer_refused(&peer);
-                    tracing::warn!(peer = %peer, error = %err, "replication message refused");
+                    // A hostile or broken peer may send many: one line per peer per minute
+                    // (the metric counts them all).
+                    if self.warn_due(&format!("refused {peer}")) {
+                        tracing::warn!(peer = %peer, error = %err, "replication message refused (logged once per peer per minute; cart_store_peer_refused counts them)");
+                    }
                 } else if hello {
                     self.publish_regions(replica);
                 }
@@ -260,8 +264,8 @@ impl Writer {
         }
     }
 
-    /// Whether a held-back warning for `peer` is due: at most one per peer per
-    /// [`HELD_BACK_WARN_INTERVAL`].
+    /// Whether a warning under `key` (a peer, or a kind and a peer) is due: at most one per
+    /// key per [`HELD_BACK_WARN_INTERVAL`].
     fn warn_due(&self, peer: &str) -> bool {
         let now = Instant::now();
         let mut last = self.held_back_warned.borrow_mut();
