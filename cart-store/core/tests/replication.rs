@@ -447,6 +447,14 @@ fn settle(
                 to.r.commit(*now, vec![]);
             }
         }
+        // A rate-limited session may be silent for a while: not quiet until it is over.
+        let idle = |s: &Site| {
+            s.r.status(*now)
+                .peers
+                .iter()
+                .all(|p| p.anti_entropy.state == "idle")
+        };
+        let quiet = quiet && idle(a) && idle(b);
         quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
         // Quiet for longer than the trim interval.
         if quiet_rounds >= 15 {
@@ -603,4 +611,104 @@ fn anti_entropy_converges_a_replaced_node_shipping_only_what_differs() {
         Some(&200),
         "the old node id's progress too"
     );
+}
+
+/// Runs `a` → `b` (and back) for `rounds` rounds of 10 ms, committing at `b` when it wants.
+fn run(a: &mut Site, b: &mut Site, now: &mut Instant, rounds: usize) {
+    for _ in 0..rounds {
+        *now += Duration::from_millis(10);
+        for a_first in [true, false] {
+            let (from, to) = if a_first {
+                (&mut *a, &mut *b)
+            } else {
+                (&mut *b, &mut *a)
+            };
+            let region = from.r.config().region.clone();
+            for (_, msg) in drain(from, *now) {
+                to.r.handle_message(*now, &region, msg).unwrap();
+            }
+            if to.r.wants_commit() {
+                to.r.commit(*now, vec![]);
+            }
+        }
+    }
+}
+
+/// Anti-entropy is rate-limited (`anti_entropy_bytes_per_sec`, here 128 KiB/s) and
+/// resumable: after a disconnect in the middle, the next session ships only what the first
+/// did not, give or take the chunks in flight.
+#[test]
+fn anti_entropy_is_rate_limited_and_resumes_after_a_disconnect() {
+    let mut now = Instant::now();
+    let clock = ManualClock::new(T0);
+    let mut a = {
+        let storage = MemStorage::new();
+        let node = Node::open(
+            storage.clone(),
+            clock.clone(),
+            NodeConfig::new(ReplicaId(1)),
+        );
+        let mut config = ReplicationConfig::new("a", vec!["b".into()], Durability::Fsync);
+        config.log_retention_entries = 5;
+        config.anti_entropy_bytes_per_sec = 128 * 1024;
+        Site {
+            r: Replica::new(node.unwrap(), config, now),
+            storage,
+            clock: clock.clone(),
+        }
+    };
+    const CARTS: u64 = 10_000;
+    for i in 0..CARTS {
+        a.r.commit(now, vec![add(&format!("cart-{i:05}"), "x", 1)]);
+    }
+    // Retention trims the log (4096 entries per 100 ms round).
+    for _ in 0..4 {
+        now += Duration::from_millis(100);
+        a.r.handle_timeout(now);
+    }
+    assert!(a.r.node().log_len() <= 5);
+    let mut b = site_with(2, "b", &["a"], MemStorage::new(), clock.clone(), 5, now);
+    connect(&mut a, &mut b, now);
+    let start = now;
+    run(&mut a, &mut b, &mut now, 100); // 1 s
+    let sent = |s: &Site| s.r.status(now).peers[0].anti_entropy.bytes_sent;
+    let first = sent(&a);
+    let elapsed = now.duration_since(start).as_secs_f64();
+    // The limit, plus one chunk of burst.
+    let allowed = (128.0 * 1024.0 * elapsed) as u64 + 128 * 1024 + 1024;
+    assert!(
+        first > 0 && first <= allowed,
+        "{first} bytes in {elapsed} s (allowed {allowed}): {:?}",
+        a.r.status(now).peers[0]
+    );
+    let received = b.r.node().carts_stored();
+    assert!(
+        received > 0 && received < CARTS,
+        "mid-session: {received} carts"
+    );
+
+    // The link drops and comes back: a new session compares again.
+    a.r.handle_disconnect(now, "b");
+    b.r.handle_disconnect(now, "a");
+    connect(&mut a, &mut b, now);
+    settle(&mut a, &mut b, &mut now);
+    assert_eq!(
+        a.r.node().digests().root(),
+        b.r.node().digests().root(),
+        "a {:?}\nb {:?}",
+        a.r.status(now),
+        b.r.status(now)
+    );
+    assert_eq!(b.r.node().carts_stored(), CARTS);
+    let st = a.r.status(now).peers[0].anti_entropy.clone();
+    assert_eq!(st.sessions_started, 2, "{st:?}");
+    assert_eq!(st.sessions_completed, 1, "{st:?}");
+    // Repaired ranges compared equal the second time: carts shipped once, plus at most the
+    // chunks that were in flight at the disconnect (4 of at most 1024 carts).
+    assert!(
+        st.carts_sent <= CARTS + 4 * 1024,
+        "{} carts shipped for {CARTS}: {st:?}",
+        st.carts_sent
+    );
+    assert_eq!(b.r.status(now).applied.get("1"), Some(&CARTS));
 }
