@@ -98,8 +98,13 @@ impl CodecError {
     }
 }
 
-/// One entry of the outgoing delta log, keyed by the local sequence number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of the delta log (keyed by origin and seq), as it is stored and replicated.
+///
+/// Two encodings: format version 1 (`cart`, `hlc`, `delta`), written when the write had no
+/// request id and no idempotency key, and **delta format version 2**
+/// ([`DELTA_FORMAT_VERSION`]), which adds both. Decoding reads either, so logs and peers of
+/// the previous version stay readable.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeltaRecord {
     /// The cart the delta applies to.
     pub cart: String,
@@ -107,13 +112,65 @@ pub struct DeltaRecord {
     pub hlc: HlcTimestamp,
     /// The delta: merged into any replica, it has the write's effect.
     pub delta: Cart,
+    /// The HTTP request id of the write (`X-Request-Id`), so that its apply in another
+    /// region is logged under the same id.
+    pub request_id: Option<String>,
+    /// The idempotency record the write stored, with its key: it replicates with the write,
+    /// so a retry in another region replays the first answer.
+    pub idempotency: Option<(String, IdempotencyRecord)>,
 }
 
-/// Decodes a delta log entry and validates its delta.
+/// The version byte of a delta record with a request id or an idempotency record.
+pub const DELTA_FORMAT_VERSION: u8 = 2;
+/// Longest request id a delta record carries (the HTTP layer's limit).
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// Delta format version 1's shape.
+#[derive(Serialize, Deserialize)]
+struct DeltaV1 {
+    cart: String,
+    hlc: HlcTimestamp,
+    delta: Cart,
+}
+
+/// Delta format version 2's shape.
+#[derive(Serialize, Deserialize)]
+struct DeltaV2 {
+    cart: String,
+    hlc: HlcTimestamp,
+    delta: Cart,
+    request_id: Option<String>,
+    idempotency: Option<(String, IdempotencyRecord)>,
+}
+
+/// `true` for a request id a delta record may carry: 1–64 characters of
+/// `[A-Za-z0-9._:-]` (the HTTP layer's rule), so a peer cannot forge log fields with it.
+pub fn is_request_id(id: &str) -> bool {
+    (1..=REQUEST_ID_BYTES_MAX).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Decodes a delta log entry and validates it: its delta, its request id and its
+/// idempotency key.
 pub fn decode_delta_checked(bytes: &[u8]) -> Result<DeltaRecord, CodecError> {
     let d = decode_delta(bytes)?;
-    meridian_crdt::wire::accept(d.delta.clone())
-        .map_err(|e| CodecError::new(CodecErrorKind::Invalid, format!("delta log entry: {e}")))?;
+    let invalid =
+        |m: String| CodecError::new(CodecErrorKind::Invalid, format!("delta log entry: {m}"));
+    meridian_crdt::wire::accept(d.delta.clone()).map_err(|e| invalid(e.to_string()))?;
+    if let Some(id) = &d.request_id {
+        if !is_request_id(id) {
+            return Err(invalid(
+                "request id is not 1-64 characters of [A-Za-z0-9._:-]".into(),
+            ));
+        }
+    }
+    if let Some((key, rec)) = &d.idempotency {
+        crate::validate::IdempotencyKey::parse(key).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_slice::<serde_json::Value>(&rec.body)
+            .map_err(|e| invalid(format!("idempotency record body: {e}")))?;
+    }
     Ok(d)
 }
 
@@ -174,14 +231,57 @@ pub fn decode_cart(bytes: &[u8]) -> Result<Cart, CodecError> {
         .map_err(|e| CodecError::new(CodecErrorKind::Invalid, format!("cart state: {e}")))
 }
 
-/// Encodes a delta log entry.
+/// Encodes a delta log entry: format version 1 if it carries neither a request id nor an
+/// idempotency record, else [`DELTA_FORMAT_VERSION`].
 pub fn encode_delta(d: &DeltaRecord) -> Vec<u8> {
-    encode(d)
+    if d.request_id.is_none() && d.idempotency.is_none() {
+        return encode(&DeltaV1 {
+            cart: d.cart.clone(),
+            hlc: d.hlc,
+            delta: d.delta.clone(),
+        });
+    }
+    let mut out = vec![DELTA_FORMAT_VERSION];
+    bincode::serde::encode_into_std_write(
+        DeltaV2 {
+            cart: d.cart.clone(),
+            hlc: d.hlc,
+            delta: d.delta.clone(),
+            request_id: d.request_id.clone(),
+            idempotency: d.idempotency.clone(),
+        },
+        &mut out,
+        bincode::config::standard(),
+    )
+    .expect("encoding to a Vec cannot fail");
+    out
 }
 
-/// Decodes a delta log entry.
+/// Decodes a delta log entry of either version (not validated: see
+/// [`decode_delta_checked`]).
 pub fn decode_delta(bytes: &[u8]) -> Result<DeltaRecord, CodecError> {
-    decode("delta log entry", bytes)
+    const WHAT: &str = "delta log entry";
+    if bytes.first() == Some(&DELTA_FORMAT_VERSION) {
+        let mut v1 = bytes.to_vec();
+        // Same framing as every value, under its own version byte.
+        v1[0] = FORMAT_VERSION;
+        let d: DeltaV2 = decode(WHAT, &v1)?;
+        return Ok(DeltaRecord {
+            cart: d.cart,
+            hlc: d.hlc,
+            delta: d.delta,
+            request_id: d.request_id,
+            idempotency: d.idempotency,
+        });
+    }
+    let d: DeltaV1 = decode(WHAT, bytes)?;
+    Ok(DeltaRecord {
+        cart: d.cart,
+        hlc: d.hlc,
+        delta: d.delta,
+        request_id: None,
+        idempotency: None,
+    })
 }
 
 /// Encodes an idempotency record.
@@ -278,10 +378,70 @@ mod tests {
         let rec = DeltaRecord {
             cart: "c1".into(),
             hlc: HlcTimestamp::new(5, 1),
-            delta,
+            delta: delta.clone(),
+            request_id: None,
+            idempotency: None,
         };
-        assert_eq!(decode_delta(&encode_delta(&rec)).unwrap(), rec);
+        let v1 = encode_delta(&rec);
+        assert_eq!(
+            v1[0], 1,
+            "nothing extra: version 1, readable by older nodes"
+        );
+        assert_eq!(decode_delta(&v1).unwrap(), rec);
+        let rec2 = DeltaRecord {
+            request_id: Some("req-1".into()),
+            idempotency: Some((
+                "key-1".into(),
+                IdempotencyRecord {
+                    created_ms: 9,
+                    fingerprint: 3,
+                    status: 200,
+                    body: b"{}".to_vec(),
+                },
+            )),
+            ..rec
+        };
+        let v2 = encode_delta(&rec2);
+        assert_eq!(v2[0], DELTA_FORMAT_VERSION);
+        assert_eq!(decode_delta_checked(&v2).unwrap(), rec2);
     }
+
+    #[test]
+    fn golden_delta_v2_and_hostile_extras() {
+        let rec = DeltaRecord {
+            cart: "c".into(),
+            hlc: HlcTimestamp::new(5, 1),
+            delta: Cart::default(),
+            request_id: Some("r".into()),
+            idempotency: None,
+        };
+        let bytes = encode_delta(&rec);
+        assert_eq!(hex(&bytes), GOLDEN_DELTA_V2);
+        assert_eq!(decode_delta(&bytes).unwrap(), rec);
+        // A peer's request id that could forge a log line, and a bad idempotency key.
+        let forged = DeltaRecord {
+            request_id: Some("x request_id=evil\n".into()),
+            ..rec.clone()
+        };
+        let err = decode_delta_checked(&encode_delta(&forged)).unwrap_err();
+        assert_eq!(err.kind(), CodecErrorKind::Invalid, "{err}");
+        let bad_key = DeltaRecord {
+            idempotency: Some((
+                String::new(),
+                IdempotencyRecord {
+                    created_ms: 0,
+                    fingerprint: 0,
+                    status: 200,
+                    body: b"{}".to_vec(),
+                },
+            )),
+            ..rec
+        };
+        let err = decode_delta_checked(&encode_delta(&bad_key)).unwrap_err();
+        assert_eq!(err.kind(), CodecErrorKind::Invalid, "{err}");
+    }
+
+    const GOLDEN_DELTA_V2: &str = "020163fc0100050000000001017200";
 
     #[test]
     fn corrupt_values_are_errors_not_panics() {

@@ -94,6 +94,9 @@ pub struct WriteRequest {
     pub op: Op,
     /// The request's idempotency key, if it carried one.
     pub idempotency: Option<Idempotency>,
+    /// The HTTP request id, carried by the write's delta to every region (only ids that
+    /// pass [`codec::is_request_id`] are kept).
+    pub request_id: Option<String>,
 }
 
 impl WriteRequest {
@@ -103,7 +106,15 @@ impl WriteRequest {
             cart,
             op,
             idempotency: None,
+            request_id: None,
         }
+    }
+
+    /// The same request with its HTTP request id (ignored unless
+    /// [`codec::is_request_id`]).
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = codec::is_request_id(id).then(|| id.to_owned());
+        self
     }
 
     /// `add(sku, quantity)` on `cart`, parsing each argument.
@@ -1047,6 +1058,21 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             codec::encode_u64(e.seq).to_vec(),
         );
         p.remote.insert(e.origin, e.seq);
+        if let Some((key, rec)) = &e.record.idempotency {
+            // The first answer to this key in any region replays here too, unless this
+            // region already answered the key itself (it keeps its own answer).
+            if let Ok(key) = IdempotencyKey::parse(key) {
+                let now_ms = self.hlc.physical_clock().now_ms();
+                if self.lookup_idempotency(&key, now_ms, p)?.is_none() {
+                    p.batch.put(
+                        Cf::Idempotency,
+                        key.as_str().as_bytes(),
+                        codec::encode_idempotency(rec),
+                    );
+                    p.idempotency.insert(key, rec.clone());
+                }
+            }
+        }
         if !existed {
             p.new_carts += 1;
         }
@@ -1092,6 +1118,12 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         debug_assert_eq!(codec::decode_cart(&encoded).as_ref(), Ok(&cart));
         p.batch
             .put(Cf::Carts, req.cart.as_str().as_bytes(), encoded);
+        let idem_record = req.idempotency.as_ref().map(|idem| {
+            (
+                idem.key.as_str().to_owned(),
+                idempotency_record(idem, now_ms, &answer),
+            )
+        });
         p.batch.put(
             Cf::Log,
             codec::log_key(self.config.node_id, seq).to_vec(),
@@ -1099,6 +1131,8 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 cart: req.cart.to_string(),
                 hlc: ts,
                 delta,
+                request_id: req.request_id,
+                idempotency: idem_record,
             }),
         );
         if let Some(idem) = req.idempotency {
@@ -1365,13 +1399,17 @@ fn is_no_op(delta: &Cart) -> bool {
     delta.is_empty() && delta.context().is_empty()
 }
 
-fn stage_idempotency(p: &mut Pending, idem: Idempotency, now_ms: u64, answer: &Answer) {
-    let rec = IdempotencyRecord {
+fn idempotency_record(idem: &Idempotency, now_ms: u64, answer: &Answer) -> IdempotencyRecord {
+    IdempotencyRecord {
         created_ms: now_ms,
         fingerprint: idem.fingerprint,
         status: 200,
         body: serde_json::to_vec(answer).expect("API views serialize"),
-    };
+    }
+}
+
+fn stage_idempotency(p: &mut Pending, idem: Idempotency, now_ms: u64, answer: &Answer) {
+    let rec = idempotency_record(&idem, now_ms, answer);
     p.batch.put(
         Cf::Idempotency,
         idem.key.as_str().as_bytes(),

@@ -294,12 +294,21 @@ async fn write(
 ) -> Result<Response, ApiError> {
     let idempotency = idempotency(&headers, &method, uri.path(), body)?;
     await_token(&state, &headers).await?;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let req = node::WriteRequest {
         cart,
         op,
         idempotency,
-    };
-    Ok(reply_response(submit(&state, req, deadline).await?))
+        request_id: None,
+    }
+    .with_request_id(request_id);
+    let reply = reply_response(submit(&state, req, deadline).await?);
+    // The origin's half of the write trail; each region that applies it logs the same id.
+    tracing::info!(target: "cart_store::writes", request_id, "write committed");
+    Ok(reply)
 }
 
 async fn get_cart(

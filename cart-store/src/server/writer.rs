@@ -306,6 +306,19 @@ impl Writer {
     }
 
     fn drain_events<C: PhysicalClock>(&self, replica: &mut Replica<Arc<dyn Storage>, C>) {
+        // The other regions' half of the write trail: `grep <request id>` over every
+        // region's log follows one edit.
+        while let Some(a) = replica.poll_applied() {
+            tracing::info!(
+                target: "cart_store::writes",
+                request_id = a.request_id.as_deref().unwrap_or("-"),
+                from = %a.peer,
+                origin = a.origin.0,
+                seq = a.seq,
+                cart = %a.cart,
+                "write applied from another region"
+            );
+        }
         while let Some(ev) = replica.poll_event() {
             match ev {
                 Event::Lag { peer, ms } => self.metrics.replication_lag(&peer, ms),

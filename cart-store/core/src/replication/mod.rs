@@ -278,6 +278,22 @@ pub enum Event {
     },
 }
 
+/// A write of another region applied here: what the driver logs, so one request can be
+/// followed across regions by its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedRemote {
+    /// The peer it came from (the origin's region, or a region forwarding it).
+    pub peer: String,
+    /// The node that made the write.
+    pub origin: ReplicaId,
+    /// Its seq there.
+    pub seq: u64,
+    /// The cart.
+    pub cart: String,
+    /// The write's HTTP request id at the origin, if it had one.
+    pub request_id: Option<String>,
+}
+
 /// Why a message from a peer was refused. The driver closes that connection and logs this.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -404,6 +420,9 @@ pub struct Replica<S: Storage, C: PhysicalClock> {
     commit_times: VecDeque<(u64, Instant)>,
     events: VecDeque<Event>,
     events_dropped: u64,
+    /// Remote writes applied by the last commits, for the driver's log (bounded by the
+    /// inbox: drained with [`poll_applied`](Self::poll_applied)).
+    applied: VecDeque<AppliedRemote>,
     /// Anti-entropy: received cart states waiting for [`commit`](Self::commit).
     ae_inbox: Vec<anti_entropy::Queued>,
     /// Anti-entropy's rate limiter: bytes allowed at `ae_refilled_at` (negative: debt).
@@ -432,6 +451,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             commit_times: VecDeque::new(),
             events: VecDeque::new(),
             events_dropped: 0,
+            applied: VecDeque::new(),
             ae_inbox: Vec::new(),
             ae_budget: 0,
             ae_refilled_at: now,
@@ -488,6 +508,11 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
     /// The next thing worth logging or counting.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The next remote write applied here, for the driver's log.
+    pub fn poll_applied(&mut self) -> Option<AppliedRemote> {
+        self.applied.pop_front()
     }
 
     /// Events dropped because nobody polled them (past [`EVENTS_MAX`]).
@@ -748,12 +773,36 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         let inbox = std::mem::take(&mut self.inbox);
         self.inbox_next.clear();
         let (from, entries): (Vec<usize>, Vec<RemoteEntry>) = inbox.into_iter().unzip();
+        let about: Vec<(ReplicaId, u64, String, Option<String>)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.origin,
+                    e.seq,
+                    e.record.cart.clone(),
+                    e.record.request_id.clone(),
+                )
+            })
+            .collect();
         let before = self.node.last_seq();
         let committed = self.node.commit(entries, reqs, self.config.durability);
         let mut applied = vec![0u64; self.peers.len()];
-        for (i, r) in from.into_iter().zip(&committed.remote) {
+        for ((i, r), (origin, seq, cart, request_id)) in
+            from.into_iter().zip(&committed.remote).zip(about)
+        {
             if matches!(r, Ok(crate::node::RemoteOutcome::Applied)) {
                 applied[i] += 1;
+                if self.applied.len() >= self.config.inbox_entries_max {
+                    self.applied.pop_front();
+                    self.events_dropped += 1;
+                }
+                self.applied.push_back(AppliedRemote {
+                    peer: self.peers[i].region.clone(),
+                    origin,
+                    seq,
+                    cart,
+                    request_id,
+                });
             }
         }
         for (i, n) in applied.into_iter().enumerate() {
