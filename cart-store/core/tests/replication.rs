@@ -182,6 +182,8 @@ fn entry(origin: u64, seq: u64, cart: &str, ahead_ms: u64, sku: &str) -> Entry {
             cart: cart.into(),
             hlc: HlcTimestamp::new(T0 + ahead_ms, 0),
             delta,
+            request_id: None,
+            idempotency: None,
         }),
     }
 }
@@ -711,4 +713,43 @@ fn anti_entropy_is_rate_limited_and_resumes_after_a_disconnect() {
         st.carts_sent
     );
     assert_eq!(b.r.status(now).applied.get("1"), Some(&CARTS));
+}
+
+/// Idempotency records travel with their writes: a retry in the other region replays the
+/// first answer; a region that answered the key itself keeps its own answer.
+#[test]
+fn idempotency_records_replicate_and_a_local_answer_is_kept() {
+    use meridian_cart_store_core::{IdempotencyKey, Op};
+    let mut now = Instant::now();
+    let clock = ManualClock::new(T0);
+    let mut a = site_with(1, "a", &["b"], MemStorage::new(), clock.clone(), 1000, now);
+    let mut b = site_with(2, "b", &["a"], MemStorage::new(), clock.clone(), 1000, now);
+    connect(&mut a, &mut b, now);
+    let key = |k: &str| IdempotencyKey::parse(k).unwrap();
+    a.r.commit(now, vec![add("c", "tea", 2)]);
+    let checkout = || WriteRequest::on("c", Op::Checkout).unwrap();
+    let first =
+        a.r.commit(now, vec![checkout().with_idempotency(key("k1"), 7)]);
+    let first = first.into_iter().next().unwrap().unwrap();
+    // b answers "k2" itself before a's use of "k2" arrives.
+    b.r.commit(now, vec![add("d", "pen", 1).with_idempotency(key("k2"), 9)]);
+    a.r.commit(now, vec![add("e", "cup", 1).with_idempotency(key("k2"), 9)]);
+    settle(&mut a, &mut b, &mut now);
+
+    let retry =
+        b.r.commit(now, vec![checkout().with_idempotency(key("k1"), 7)]);
+    let retry = retry.into_iter().next().unwrap().unwrap();
+    assert!(retry.replayed, "{retry:?}");
+    assert_eq!(retry.answer, first.answer, "the same order");
+    let mismatch =
+        b.r.commit(now, vec![checkout().with_idempotency(key("k1"), 8)]);
+    assert!(mismatch[0].is_err(), "{mismatch:?}");
+    // b keeps its own answer to "k2" (the pen), a its own (the cup).
+    let k2 = |s: &mut Site| {
+        let r =
+            s.r.commit(now, vec![add("x", "y", 1).with_idempotency(key("k2"), 9)]);
+        serde_json::to_string(&r[0].as_ref().unwrap().answer).unwrap()
+    };
+    assert!(k2(&mut b).contains("pen"));
+    assert!(k2(&mut a).contains("cup"));
 }
