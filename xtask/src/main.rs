@@ -18,8 +18,10 @@
 //! Prerequisites: `librocksdb-sys` (cart-store's storage) needs libclang to generate its
 //! bindings. When it is missing, `xtask` installs `libclang-dev` with apt-get if it runs as
 //! root, and otherwise prints the one command to run. The OpenAPI fuzz test
-//! (`cart-store/tests/schemathesis.rs`) uses schemathesis from PyPI: as root with pip, `xtask`
-//! installs it; otherwise it prints the command, and that test skips.
+//! (`cart-store/tests/schemathesis.rs`) uses schemathesis from PyPI, and the clock-skew tests
+//! (`cart-store/tests/skew.rs`) use libfaketime (Debian's `faketime`): as root (with pip,
+//! with apt-get) `xtask` installs them; otherwise it prints the commands, and those tests
+//! skip.
 
 mod bench_node;
 mod fuzz;
@@ -61,7 +63,8 @@ const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|setup> 
   bench-node  a release cart-store node under load, against redis-server, in one run
   fuzz   [--seconds N] [--keep-going] [TARGET...]: fuzz every decoder, N s per target
          (--smoke: only the short pass that ends `test`)
-  setup  check prerequisites (as root: libclang-dev with apt-get, schemathesis with pip)";
+  setup  check prerequisites (as root: libclang-dev and faketime with apt-get, schemathesis
+         with pip)";
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
@@ -191,7 +194,48 @@ fn demo(rest: &[String]) -> Result<(), String> {
 fn setup() -> Result<(), String> {
     setup_libclang()?;
     setup_schemathesis();
+    setup_faketime();
     Ok(())
+}
+
+/// Where Debian's `faketime` package puts libfaketime (`cart-store/tests/skew.rs` looks
+/// there too).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// libfaketime (Debian's `faketime`) runs a node with its clock an hour ahead in the
+/// clock-skew tests. Optional: without it those tests print SKIP. As root with apt-get,
+/// install it; otherwise print the command.
+fn setup_faketime() {
+    if std::path::Path::new(LIBFAKETIME).exists() {
+        eprintln!("xtask: libfaketime found at {LIBFAKETIME}");
+        return;
+    }
+    let install = "apt-get update && apt-get install -y faketime";
+    if !is_root() || !has("apt-get") {
+        eprintln!(
+            "xtask: libfaketime is missing, so the clock-skew tests will skip. Install it \
+             with:\n\n    sudo sh -c '{install}'\n"
+        );
+        return;
+    }
+    eprintln!("xtask: libfaketime is missing; installing faketime with apt-get");
+    let ok = |mut c: Command| c.status().map(|s| s.success()).unwrap_or(false);
+    let mut get = Command::new("apt-get");
+    get.args(["install", "-y", "-q", "--no-install-recommends", "faketime"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    if !ok(get) {
+        // The package lists may be stale on a fresh machine.
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-q"]);
+        let mut get = Command::new("apt-get");
+        get.args(["install", "-y", "-q", "--no-install-recommends", "faketime"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        if !ok(update) || !ok(get) {
+            eprintln!("xtask: installing faketime failed; run `{install}` by hand");
+            return;
+        }
+    }
+    eprintln!("xtask: faketime installed");
 }
 
 /// The schemathesis release range `cart-store/tests/schemathesis.rs` is written against.

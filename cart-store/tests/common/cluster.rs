@@ -100,6 +100,8 @@ pub struct Proc {
     pub peer_addr: String,
     pub config: PathBuf,
     netns: Option<String>,
+    /// Extra environment for the next start (e.g. libfaketime's).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: Arc<Mutex<Vec<u8>>>,
     client: reqwest::blocking::Client,
@@ -124,6 +126,7 @@ impl Proc {
             peer_addr,
             config,
             netns,
+            env: Vec::new(),
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             client: client(),
@@ -142,6 +145,7 @@ impl Proc {
             peer_addr: String::new(),
             config: PathBuf::new(),
             netns: None,
+            env: Vec::new(),
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             client: client(),
@@ -163,6 +167,7 @@ impl Proc {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", level)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
