@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cluster;
+pub mod mesh;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
