@@ -12,6 +12,9 @@
 //!                           fuzz every decoder (cargo-fuzz, nightly) for N s per target
 //!                           (default 60); --keep-going continues past crashes;
 //!                           `fuzz --smoke` is the short pass that ends `xtask test`
+//! cargo xtask chaos [--secs N] [--seed S]
+//!                           three nodes in network namespaces under load, through real
+//!                           partitions, kill -9 and a wiped disk (needs root and iproute2)
 //! cargo xtask setup         only check (and, as root, install) prerequisites
 //! ```
 //!
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         "bench" => cargo(&[&["bench", "-p", "meridian"], &strs(&rest)[..]].concat()),
         "bench-node" => setup().and_then(|()| bench_node::bench_node(&rest)),
         "fuzz" => fuzz::fuzz(&workspace_root(), &rest),
+        "chaos" => setup().and_then(|()| chaos(&rest)),
         "setup" => setup(),
         "" | "help" | "-h" | "--help" => {
             println!("{}", USAGE);
@@ -56,15 +60,72 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|setup> [ARGS]
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|chaos|setup> [ARGS]
   test   check prerequisites, then run every test in the workspace
   demo   check prerequisites, then run the demo
   bench  run the criterion benches of the root package (release profile)
   bench-node  a release cart-store node under load, against redis-server, in one run
   fuzz   [--seconds N] [--keep-going] [TARGET...]: fuzz every decoder, N s per target
          (--smoke: only the short pass that ends `test`)
+  chaos  [--secs N] [--seed S]: partitions, kill -9 and a wiped node under load, in
+         network namespaces, N s per scenario (default 20; needs root and iproute2)
   setup  check prerequisites (as root: libclang-dev and faketime with apt-get, schemathesis
          with pip)";
+
+/// `cargo xtask chaos`: the chaos test (`cart-store/tests/chaos.rs`), longer than the
+/// short run `cargo xtask test` includes. It cannot run without root and iproute2, and
+/// then fails rather than report a skip as a pass.
+fn chaos(args: &[String]) -> Result<(), String> {
+    let mut secs = "20".to_owned();
+    let mut seed = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => secs = it.next().ok_or("--secs needs a value")?.clone(),
+            "--seed" => seed = Some(it.next().ok_or("--seed needs a value")?.clone()),
+            other => return Err(format!("chaos: unknown argument {other:?}")),
+        }
+    }
+    secs.parse::<u64>()
+        .map_err(|_| format!("--secs {secs:?} is not a number"))?;
+    if !is_root() {
+        return Err("chaos needs root (network namespaces); it did not run".into());
+    }
+    let netns_ok = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !netns_ok {
+        return Err(
+            "chaos needs iproute2 with network namespaces (`ip netns`); it did not run".into(),
+        );
+    }
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "test",
+        "-p",
+        "meridian-cart-store",
+        "--test",
+        "chaos",
+        "--",
+        "--nocapture",
+    ])
+    .env("CHAOS_SECS", &secs)
+    .current_dir(workspace_root());
+    if let Some(s) = &seed {
+        cmd.env("CHAOS_SEED", s);
+    }
+    eprintln!("xtask: running the chaos test, {secs} s per scenario");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("the chaos test failed (its output above has the seed to replay)".into())
+    }
+}
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()

@@ -145,14 +145,30 @@ impl Mesh {
     /// Takes the link between `i` and `j` down, at both ends.
     pub fn cut(&self, i: usize, j: usize) {
         for (x, y) in [(i, j), (j, i)] {
-            ip(&["-n", &self.ns[x], "link", "set", &self.link_name(x, y), "down"]).unwrap();
+            ip(&[
+                "-n",
+                &self.ns[x],
+                "link",
+                "set",
+                &self.link_name(x, y),
+                "down",
+            ])
+            .unwrap();
         }
     }
 
     /// Brings the link between `i` and `j` back up, at both ends.
     pub fn heal(&self, i: usize, j: usize) {
         for (x, y) in [(i, j), (j, i)] {
-            ip(&["-n", &self.ns[x], "link", "set", &self.link_name(x, y), "up"]).unwrap();
+            ip(&[
+                "-n",
+                &self.ns[x],
+                "link",
+                "set",
+                &self.link_name(x, y),
+                "up",
+            ])
+            .unwrap();
         }
     }
 
