@@ -90,8 +90,9 @@ pub(crate) struct Outgoing {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Phase {
-    /// Descending the tree; `leaves` collects the ranges found different so far.
-    Comparing { leaves: Vec<bool> },
+    /// Descending the tree; `level` is the level of the digests last sent (an answer for
+    /// another is a stale copy), `leaves` collects the ranges found different so far.
+    Comparing { level: u8, leaves: Vec<bool> },
     Shipping {
         leaves: Vec<bool>,
         cursor: Vec<u8>,
@@ -196,6 +197,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             session,
             progress,
             phase: Phase::Comparing {
+                level: 0,
                 leaves: vec![false; LEAVES],
             },
             owed: Some(Owed::Digests {
@@ -220,10 +222,17 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         });
     }
 
-    /// Timers: a session with no answer for a while is dropped (and restarted later).
+    /// Timers: a session with no answer for a while is dropped (and restarted later); one
+    /// the peer stopped sending is forgotten.
     pub(super) fn ae_timeout(&mut self, i: usize, now: Instant) {
         let stall = self.ae_stall();
         let p = &mut self.peers[i];
+        if p.ae_in.as_ref().is_some_and(|s| {
+            s.last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) >= stall)
+        }) {
+            p.ae_in = None;
+        }
         if let Some(s) = &p.ae_out {
             if now.saturating_duration_since(s.last_heard) >= stall {
                 let session = s.session;
@@ -515,9 +524,17 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 if s.session != session {
                     return Ok(());
                 }
-                let Phase::Comparing { leaves } = &mut s.phase else {
+                let Phase::Comparing {
+                    level: expected,
+                    leaves,
+                } = &mut s.phase
+                else {
                     return Ok(());
                 };
+                if *expected != level || s.owed.is_some() {
+                    // A duplicate of an answer already acted on.
+                    return Ok(());
+                }
                 s.last_heard = now;
                 // Ranges the peer holds nothing of: every leaf under them.
                 for n in &empty {
@@ -537,6 +554,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                         .collect();
                     compared = children.len() as u64;
                     if !children.is_empty() {
+                        *expected = level + 1;
                         s.owed = Some(Owed::Digests {
                             level: level + 1,
                             nodes: children,

@@ -14,7 +14,7 @@ use meridian_cart_store_core::replication::{Event, Message, ReplicationConfig};
 use meridian_cart_store_core::{
     codec, read_cart, read_log_raw, CartId, Durability, MemStorage, NodeError, WriteRequest,
 };
-use meridian_clocks::ReplicaId;
+use meridian_clocks::{PhysicalClock, ReplicaId};
 use meridian_testkit::SplitMix64 as Rng;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -123,6 +123,9 @@ pub fn config_for(i: usize, n: usize, durability: Durability) -> ReplicationConf
     ReplicationConfig::new(region(i), peers, durability)
 }
 
+/// The nodes' max clock offset (the `NodeConfig` default), in ms.
+const MAX_OFFSET_MS: u64 = 500;
+
 /// Longest an offloaded sync takes, in virtual ms.
 const SYNC_DELAY_MAX_MS: u64 = 8;
 
@@ -141,10 +144,23 @@ fn random_spec(rng: &mut Rng, i: usize, n: usize) -> NodeSpec {
     config.inbox_entries_max = 2 + rng.below(15) as usize;
     // As the node's writer does: the sync runs elsewhere and finishes later.
     config.offload_sync = rng.chance(0.5);
-    NodeSpec {
-        config,
-        skew_ms: rng.below(201),
+    // Half the seeds keep only a few log entries for a peer that has not acknowledged
+    // them: peers cut off or down for a while fall behind the log and need anti-entropy.
+    if rng.chance(0.5) {
+        config.log_retention_entries = 2 + rng.below(30);
+        if rng.chance(0.3) {
+            // A slow limiter: sessions span many rounds, and break more.
+            config.anti_entropy_bytes_per_sec = 64 * 1024;
+        }
     }
+    // Clocks within the max offset (500 ms), and now and then one well past it, whose
+    // writes the others hold back until their clocks catch up.
+    let skew_ms = if rng.chance(0.08) {
+        600 + rng.below(1500)
+    } else {
+        rng.below(201)
+    };
+    NodeSpec { config, skew_ms }
 }
 
 /// Runs one random seed; `Err` is what the checker found.
@@ -178,6 +194,12 @@ pub struct Sim {
     next_action_ms: u64,
     /// Per node, the last seq its restart must find (set at a crash).
     restart_last_seq: Vec<Option<u64>>,
+    /// Per node: it has merged cart states by anti-entropy (ever, across restarts).
+    repaired: Vec<bool>,
+    /// Some clock is past the max offset: held-back deltas are expected, not an alarm.
+    expect_held_back: bool,
+    /// Some node has a short log retention: peers behind it are expected.
+    expect_behind: bool,
     bug_crash_ms: Option<u64>,
     /// With `Bug::LyingFsync`: the older state node 0's disk will come back with.
     lying_disk: Option<MemStorage>,
@@ -205,6 +227,15 @@ impl Sim {
             });
         }
         trace.log(0, || format!("{faults:?}"));
+        // What this setup makes normal: deltas held back (a clock past the max offset) and
+        // peers behind the trimmed log (a short retention).
+        let skews: Vec<u64> = specs.iter().map(|s| s.skew_ms).collect();
+        let expect_held_back =
+            skews.iter().max().unwrap_or(&0) - skews.iter().min().unwrap_or(&0) > MAX_OFFSET_MS;
+        let expect_behind = specs.iter().any(|s| {
+            s.config.log_retention_entries
+                < meridian_cart_store_core::replication::LOG_RETENTION_ENTRIES_DEFAULT
+        });
         let cluster = Cluster::start(specs, Instant::now())?;
         let mut sim = Sim {
             rng,
@@ -217,6 +248,9 @@ impl Sim {
             options,
             next_action_ms: 0,
             restart_last_seq: vec![None; n],
+            repaired: vec![false; n],
+            expect_held_back,
+            expect_behind,
             bug_crash_ms: None,
             lying_disk: None,
             crashes_of_bug_node: 0,
@@ -436,6 +470,13 @@ impl Sim {
     /// Crashes node `i`: a power failure keeps only synced writes; a process crash keeps
     /// all. Either way its peer state and queued client requests are gone.
     pub fn crash(&mut self, i: usize, power: bool) -> Result<(), String> {
+        // Merged anti-entropy states outlive the process (a power failure may take them
+        // back, which only makes the flag conservative).
+        self.repaired[i] |= self.cluster.nodes[i].replica.as_ref().is_some_and(|r| {
+            r.peers()
+                .iter()
+                .any(|p| p.anti_entropy().carts_received > 0)
+        });
         self.crash_onto(i, power, None)
     }
 
@@ -840,8 +881,23 @@ impl Sim {
             };
             debug_assert_eq!(s, seq);
             let record = codec::decode_delta_checked(&bytes).map_err(|e| e.to_string())?;
-            self.model
-                .record_write(origin, seq, req, past, record, bytes)?;
+            self.model.record_write(origin, seq, req, record, bytes)?;
+        }
+        // A node that has merged cart states by anti-entropy may show more than its token
+        // says (the states reflect at least the progress it is raised to, and may reflect
+        // more): its answers are not held to exactly their past.
+        // Sticky across restarts: the merged states stay on disk.
+        if self.repaired[i]
+            || node
+                .replica
+                .as_ref()
+                .expect("up")
+                .peers()
+                .iter()
+                .any(|p| p.anti_entropy().carts_received > 0)
+        {
+            self.repaired[i] = true;
+            self.model.repaired(i);
         }
         self.model
             .record_answer(i, origin, req, &applied.answer, applied.replayed, wrote)?;
@@ -867,7 +923,11 @@ impl Sim {
             .and_then(|r| r.poll_event())
         {
             match e {
-                Event::Behind { .. } if !self.options.fail_on_alarm => {
+                Event::Behind { .. } if !self.options.fail_on_alarm || self.expect_behind => {
+                    self.trace
+                        .log(self.now_ms, || format!("r{i} reports {e:?}"));
+                }
+                Event::HeldBack { .. } if self.expect_held_back => {
                     self.trace
                         .log(self.now_ms, || format!("r{i} reports {e:?}"));
                 }
@@ -894,6 +954,17 @@ impl Sim {
                     p.region()
                 ));
             }
+        }
+        // The HLC never runs further ahead of this node's own clock than the max offset,
+        // whatever the peers' clocks say.
+        let hlc = replica.node().hlc();
+        let physical = hlc.physical_clock().now_ms();
+        let max_offset = replica.node().config().max_clock_offset.as_millis() as u64;
+        if hlc.last().physical_ms() > physical + max_offset {
+            return Err(format!(
+                "r{i}: HLC {} ms ahead of its clock, past the max offset {max_offset} ms",
+                hlc.last().physical_ms() - physical
+            ));
         }
         if replica.inbox_len() > c.inbox_entries_max {
             return Err(format!(
@@ -926,6 +997,7 @@ impl Sim {
                 && !r.node().has_unsynced()
                 && nonzero(r.node().durable_progress()) == target
                 && r.node().log_len() == 0
+                && r.peers().iter().all(|p| !p.anti_entropy_active())
                 && r.peers().iter().all(|p| {
                     // A peer's word on its own origin may stay stale (its last Ack lost):
                     // nobody sends it its own entries, so nothing asks it again.
