@@ -222,12 +222,12 @@ impl Chaos {
         let mut out = Vec::new();
         for c in carts {
             let first = self.node(0).try_cart(c)?;
-            for i in 1..3 {
-                let other = self.node(i).try_cart(c)?;
+            for n in &self.nodes[1..] {
+                let other = n.try_cart(c)?;
                 if other != first {
                     return Err(format!(
                         "{c}: {} {first:?} vs {} {other:?}",
-                        REGIONS[0], REGIONS[i]
+                        REGIONS[0], n.region
                     ));
                 }
             }
@@ -283,7 +283,7 @@ fn chaos_with_real_partitions_loses_nothing_and_converges() {
     let regions: Vec<String> = REGIONS.iter().map(|r| (*r).to_owned()).collect();
     meridian_cart_store::certs::write_dev_certs(&certs, &regions).unwrap();
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for (i, region) in REGIONS.iter().enumerate() {
         let peers: Vec<(String, String)> = (0..3)
             .filter(|j| *j != i)
             .map(|j| {
@@ -297,13 +297,13 @@ fn chaos_with_real_partitions_loses_nothing_and_converges() {
             .iter()
             .map(|(r, a)| (r.as_str(), a.as_str()))
             .collect();
-        let config = dir.path().join(format!("{}.toml", REGIONS[i]));
+        let config = dir.path().join(format!("{region}.toml"));
         let http = format!("{}:8080", mesh.http_ip(i));
         write_node_config(
             &config,
-            REGIONS[i],
+            region,
             i as u64 + 1,
-            &dir.path().join(REGIONS[i]),
+            &dir.path().join(region),
             &http,
             "0.0.0.0:7000",
             &certs,
@@ -311,7 +311,7 @@ fn chaos_with_real_partitions_loses_nothing_and_converges() {
             "replication_log_retention_entries = 200\n",
         );
         nodes.push(Proc::spawn(
-            REGIONS[i],
+            region,
             i as u64 + 1,
             config,
             format!("http://{http}"),
