@@ -128,6 +128,9 @@ fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // The handler is installed before anything answers, so a SIGTERM right after the
+        // first /health answer still shuts down cleanly rather than killing the process.
+        let shutdown = shutdown_signal()?;
         let server = Server::start(&config).await?;
         if let Some(peer_addr) = server.peer_addr() {
             tracing::info!(
@@ -147,30 +150,32 @@ fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             "listening on http://{addr}"
         );
         println!("cart-store: listening on http://{addr}");
-        server.run(listener, shutdown_signal()).await?;
+        server.run(listener, shutdown).await?;
         tracing::info!("shut down cleanly");
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or Ctrl-C. The SIGTERM handler is registered when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    Ok(async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            term.recv().await;
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    })
 }
