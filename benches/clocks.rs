@@ -1,8 +1,9 @@
 //! Clock benches, each against its peer in the same run (so ratios survive a noisy machine):
 //!
 //! * `Hlc::now()` vs a bare `SystemTime::now()` and `uhlc::HLC::new_timestamp()`, on one
-//!   thread and from two threads sharing one clock;
-//! * `Hlc::update()` vs uhlc's `update_with_timestamp`;
+//!   thread and from two threads sharing one clock, on the system clock and on the opt-in
+//!   coarse one (`CoarseSystemClock`);
+//! * `Hlc::update()` vs uhlc's `update_with_timestamp`, on both clocks;
 //! * `VectorClock` compare and merge vs `crdts::VClock` at 4, 16 and 64 replicas;
 //! * `LamportClock::tick` vs a bare add.
 //!
@@ -10,7 +11,7 @@
 
 use crdts::{CmRDT, CvRDT};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use meridian::clocks::{Hlc, LamportClock, ReplicaId, SystemClock, VectorClock};
+use meridian::clocks::{CoarseSystemClock, Hlc, LamportClock, ReplicaId, SystemClock, VectorClock};
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,11 @@ fn hlc_now(c: &mut Criterion) {
     });
     let ours = Hlc::new(SystemClock, Duration::from_millis(500));
     g.bench_function("meridian", |b| b.iter(|| black_box(ours.now())));
+    // The opt-in coarse source (CLOCK_REALTIME_COARSE, one kernel tick of resolution).
+    let coarse = Hlc::new(CoarseSystemClock, Duration::from_millis(500));
+    g.bench_function("meridian (coarse clock)", |b| {
+        b.iter(|| black_box(coarse.now()))
+    });
     let theirs = uhlc::HLC::default();
     g.bench_function("uhlc", |b| b.iter(|| black_box(theirs.new_timestamp())));
     g.finish();
@@ -58,6 +64,10 @@ fn hlc_update(c: &mut Criterion) {
     let remote = Hlc::new(SystemClock, Duration::from_millis(500)).now();
     g.bench_function("meridian", |b| {
         b.iter(|| black_box(ours.update(black_box(remote))))
+    });
+    let coarse = Hlc::new(CoarseSystemClock, Duration::from_millis(500));
+    g.bench_function("meridian (coarse clock)", |b| {
+        b.iter(|| black_box(coarse.update(black_box(remote))))
     });
     let theirs = uhlc::HLC::default();
     let remote = uhlc::HLC::default().new_timestamp();

@@ -43,8 +43,10 @@
 //! | [`Dot`] / [`CausalContext`] | names single events; the set of events seen (for delta CRDTs) | prefix per replica + out-of-order dots |
 //! | [`Hlc`] / [`HlcTimestamp`] | a total order extending happened-before, within `max_offset` of physical time | one `u64` |
 //!
-//! Physical time comes from a [`PhysicalClock`]: [`SystemClock`] in production,
-//! [`ManualClock`] in tests, [`DriftingClock`] in simulations and the examples.
+//! Physical time comes from a [`PhysicalClock`]: [`SystemClock`] in production (or, opted
+//! into on Linux, `CoarseSystemClock`: a few nanoseconds a read, one kernel tick of
+//! resolution), [`ManualClock`] in tests, [`DriftingClock`] in simulations and the
+//! examples.
 //!
 //! # Examples
 //!
@@ -95,6 +97,8 @@ pub use dot::{CausalContext, Dot, DotsExhausted};
 pub use error::ClockError;
 pub use hlc::{Hlc, HlcTimestamp, ParseTimestampError, DEFAULT_MAX_OFFSET};
 pub use lamport::{LamportClock, LamportTimestamp};
+#[cfg(target_os = "linux")]
+pub use physical::CoarseSystemClock;
 pub use physical::{DriftingClock, ManualClock, PhysicalClock, SystemClock};
 pub use replica::ReplicaId;
 pub use vclock::VectorClock;

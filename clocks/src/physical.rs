@@ -1,5 +1,5 @@
-//! Physical time sources: [`PhysicalClock`], [`SystemClock`], [`ManualClock`] and
-//! [`DriftingClock`].
+//! Physical time sources: [`PhysicalClock`], [`SystemClock`], `CoarseSystemClock` (Linux),
+//! [`ManualClock`] and [`DriftingClock`].
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,57 @@ impl PhysicalClock for SystemClock {
     fn now_ms(&self) -> u64 {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_secs() * 1000 + u64::from(d.subsec_millis()),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// The operating system's real-time clock read at tick resolution
+/// (`CLOCK_REALTIME_COARSE`, Linux only): an explicit opt-in for callers that stamp more
+/// often than they need the time to the millisecond.
+///
+/// It costs a few nanoseconds where [`SystemClock`] costs tens (no read of the hardware
+/// counter; the kernel updates the value once per tick). The price is resolution: the time
+/// moves in steps of one kernel tick, [`resolution`](Self::resolution), typically 1 to 4
+/// ms (`CONFIG_HZ` 1000 to 250). An [`Hlc`](crate::Hlc) on it stays correct (monotonic,
+/// unique, within `max_offset` of real time): between ticks its logical counter orders the
+/// timestamps, so they lag true time by at most one tick. Use it where timestamps order
+/// events; keep [`SystemClock`] where the physical part is read as a wall time by people.
+///
+/// ```
+/// use meridian_clocks::{CoarseSystemClock, Hlc, PhysicalClock, SystemClock};
+/// use std::time::Duration;
+/// let hlc = Hlc::new(CoarseSystemClock, Duration::from_millis(500));
+/// let (a, b) = (hlc.now(), hlc.now());
+/// assert!(a < b);
+/// let tick = CoarseSystemClock::resolution();
+/// assert!(tick <= Duration::from_millis(10), "{tick:?}");
+/// let lag = SystemClock.now_ms().saturating_sub(CoarseSystemClock.now_ms());
+/// assert!(lag <= 10 + tick.as_millis() as u64, "{lag} ms behind");
+/// ```
+#[cfg(target_os = "linux")]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct CoarseSystemClock;
+
+#[cfg(target_os = "linux")]
+impl CoarseSystemClock {
+    /// How far apart the readings step: one kernel tick.
+    pub fn resolution() -> std::time::Duration {
+        let ts = rustix::time::clock_getres(rustix::time::ClockId::RealtimeCoarse);
+        std::time::Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl PhysicalClock for CoarseSystemClock {
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        match u64::try_from(ts.tv_sec) {
+            Ok(s) => s * 1000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000,
             Err(_) => 0,
         }
     }

@@ -123,10 +123,36 @@ fn resume_refuses_a_bound_far_ahead_and_the_override_accepts_it() {
 
 #[test]
 fn shared_between_threads_stays_unique_and_monotonic() {
-    let hlc = std::sync::Arc::new(Hlc::new(
-        meridian_clocks::SystemClock,
-        Duration::from_millis(500),
-    ));
+    shared_between_threads(meridian_clocks::SystemClock);
+}
+
+/// The same invariants on the coarse clock, whose physical part stands still for a whole
+/// kernel tick: the logical counter must carry every timestamp in between.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_coarse_clock_keeps_every_invariant() {
+    use meridian_clocks::{CoarseSystemClock, SystemClock};
+    shared_between_threads(CoarseSystemClock);
+    // Within max_offset of real time, and never ahead of it by more than a tick.
+    let hlc = Hlc::new(CoarseSystemClock, Duration::from_millis(500));
+    let tick_ms = CoarseSystemClock::resolution().as_millis() as u64 + 1;
+    for _ in 0..10_000 {
+        let before = SystemClock.now_ms();
+        let t = hlc.now();
+        let after = SystemClock.now_ms();
+        assert!(t.physical_ms() <= after + tick_ms, "{t} ahead of {after}");
+        assert!(t.physical_ms() + 500 >= before, "{t} far behind {before}");
+    }
+    // Receive events follow the same rule: a remote far ahead is refused.
+    let remote = HlcTimestamp::new(SystemClock.now_ms() + 3_600_000, 0);
+    assert!(hlc.update(remote).is_err());
+    let near = HlcTimestamp::new(SystemClock.now_ms() + 100, 7);
+    assert!(hlc.update(near).unwrap() > near);
+    assert!(hlc.now() > near);
+}
+
+fn shared_between_threads<C: PhysicalClock + Send + Sync + 'static>(clock: C) {
+    let hlc = std::sync::Arc::new(Hlc::new(clock, Duration::from_millis(500)));
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let hlc = hlc.clone();

@@ -894,14 +894,13 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 }
             }
         }
+        let before: HashMap<&str, Option<u64>> =
+            before.iter().map(|(c, d)| (c.as_str(), *d)).collect();
         for (key, value) in last {
             let Ok(id) = std::str::from_utf8(key) else {
                 continue;
             };
-            let old = before
-                .iter()
-                .find(|(c, _)| c.as_str() == id)
-                .and_then(|(_, d)| *d);
+            let old = before.get(id).copied().flatten();
             self.digests
                 .replace(id, old, digest::cart_digest(id, value));
         }
