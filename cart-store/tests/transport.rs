@@ -141,6 +141,7 @@ fn ack(n: u64) -> Message {
     Message::Ack {
         hlc: HlcTimestamp::new(1_700_000_000_000 + n, 0),
         progress: vec![(ReplicaId(1), n), (ReplicaId(2), 7)],
+        committed: n,
     }
 }
 
@@ -167,6 +168,7 @@ async fn links_come_up_and_carry_messages_both_ways() {
         node_id: ReplicaId(1),
         hlc: HlcTimestamp::new(5, 0),
         progress: vec![(ReplicaId(1), 3)],
+        committed: 3,
     };
     // A 3 MiB batch, then an ack: the ack has its own stream, and both arrive intact.
     let big = deltas(3, 1 << 20);
@@ -357,6 +359,7 @@ async fn a_second_connection_from_a_peer_replaces_the_first() {
         node_id: ReplicaId(1),
         hlc: HlcTimestamp::new(5, 0),
         progress: vec![],
+        committed: 0,
     };
     data.write_all(&encode_frame(&hello)).await.unwrap();
     assert_eq!(beta.expect_message("alpha").await, hello);

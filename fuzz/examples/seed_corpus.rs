@@ -98,6 +98,8 @@ fn main() -> std::io::Result<()> {
                 cart: "alice".into(),
                 hlc,
                 delta,
+                request_id: Some("req-1".into()),
+                idempotency: None,
             })
         });
     total += write_raw(&dir("core_codec"), "delta", deltas)?;
@@ -147,6 +149,8 @@ fn frames() -> Vec<Vec<u8>> {
                 cart: format!("c{}", i % 2),
                 hlc,
                 delta,
+                request_id: None,
+                idempotency: None,
             }),
         })
         .collect();
@@ -157,8 +161,13 @@ fn frames() -> Vec<Vec<u8>> {
             node_id: ReplicaId(2),
             hlc,
             progress: progress.clone(),
+            committed: 3,
         },
-        Message::Ack { hlc, progress },
+        Message::Ack {
+            hlc,
+            progress,
+            committed: 3,
+        },
         Message::Deltas {
             hlc,
             entries: deltas,

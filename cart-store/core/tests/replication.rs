@@ -194,6 +194,7 @@ fn hello(region: &str, id: u64) -> Message {
         node_id: ReplicaId(id),
         hlc: HlcTimestamp::new(T0, 0),
         progress: vec![],
+        committed: 0,
     }
 }
 

@@ -112,6 +112,7 @@ pub struct Metrics {
     link_inbound_dropped: Family<PeerLabels, Gauge>,
     link_refusals: Gauge,
     clock_offset: Family<PeerLabels, Gauge>,
+    pub(super) unstable_writes: Gauge,
     ae_active: Family<PeerLabels, Gauge>,
     ae_sessions: Family<PeerLabels, Gauge>,
     ae_ranges_compared: Family<PeerLabels, Gauge>,
@@ -160,6 +161,7 @@ impl Metrics {
             link_inbound_dropped: Family::default(),
             link_refusals: Gauge::default(),
             clock_offset: Family::default(),
+            unstable_writes: Gauge::default(),
             ae_active: Family::default(),
             ae_sessions: Family::default(),
             ae_ranges_compared: Family::default(),
@@ -288,6 +290,12 @@ impl Metrics {
             "cart_store_peer_refused",
             "Messages refused as protocol violations, by peer",
             self.peer_refused_c.clone(),
+        );
+        r.register(
+            "cart_store_unstable_writes",
+            "Writes applied here that are not yet causally stable (every region has them, and \
+             every write still to arrive saw them); it grows while a region is unreachable",
+            self.unstable_writes.clone(),
         );
         r.register(
             "cart_store_anti_entropy_active",

@@ -29,7 +29,7 @@
 //! | `DELETE /carts/{cart}/items/{sku}` | the cart after removing the line |
 //! | `DELETE /carts/{cart}` | the cart after clearing it |
 //! | `POST /carts/{cart}/checkout` | `{"order","cart","lines","token"}`: exactly the observed lines |
-//! | `GET /replication` | `{"region","node_id","token","applied","durable","log_entries","carts","digest","peers":[…]}`: per-origin progress, the digest root, and each peer's state (anti-entropy included) |
+//! | `GET /replication` | `{"region","node_id","token","applied","durable","stable","log_entries","carts","digest","peers":[…]}`: per-origin progress, the digest root, and each peer's state (anti-entropy included) |
 //! | `GET /metrics` | Prometheus text |
 //!
 //! Every success carries a `Causal-Token` header equal to the body's `token` (see

@@ -118,6 +118,9 @@ pub(super) struct Writer {
 /// Held-back deltas from one peer are logged at most this often.
 pub const HELD_BACK_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the causal-stability gauge is recomputed.
+const STABILITY_GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most transport events handled before the writer commits and transmits again.
 pub const PEER_EVENTS_PER_ROUND_MAX: usize = 1024;
 
@@ -128,6 +131,7 @@ impl Writer {
         mut replica: Replica<Arc<dyn Storage>, C>,
     ) -> Result<(), StorageError> {
         let mut next_sweep = Instant::now() + IDEMPOTENCY_SWEEP_INTERVAL;
+        let mut next_stability = Instant::now();
         let mut stopping = false;
         let syncer = Syncer::start(replica.node().storage().clone());
         while !stopping {
@@ -147,6 +151,13 @@ impl Writer {
             self.transmit(&mut replica, now);
             self.drain_events(&mut replica);
             self.metrics.set_anti_entropy(replica.peers());
+            if now >= next_stability {
+                next_stability = now + STABILITY_GAUGE_INTERVAL;
+                let unstable = replica.unstable_writes();
+                self.metrics
+                    .unstable_writes
+                    .set(i64::try_from(unstable).unwrap_or(i64::MAX));
+            }
             if now >= next_sweep {
                 next_sweep = now + IDEMPOTENCY_SWEEP_INTERVAL;
                 self.sweep(replica.node_mut());

@@ -352,6 +352,9 @@ pub struct ReplicationStatus {
     pub applied: BTreeMap<String, u64>,
     /// Per-origin progress durable (what peers are told).
     pub durable: BTreeMap<String, u64>,
+    /// Per-origin progress causally stable (see [`Replica::stable_progress`]); it stalls
+    /// while a region is unreachable.
+    pub stable: BTreeMap<String, u64>,
     /// Delta log entries stored.
     pub log_entries: u64,
     /// Carts stored.
@@ -577,10 +580,24 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 region,
                 node_id,
                 progress,
+                committed,
                 ..
-            } => self.handle_hello(now, i, region, node_id, progress),
-            Message::Ack { progress, .. } => {
+            } => {
+                let r = self.handle_hello(now, i, region, node_id, progress.clone());
+                if r.is_ok() {
+                    // A restarted peer's newest word on what its writes observe (its
+                    // last Acks may name seqs a power failure took back).
+                    self.peers[i].record_ack(committed, &progress);
+                }
+                r
+            }
+            Message::Ack {
+                progress,
+                committed,
+                ..
+            } => {
                 self.peers[i].heard_back = true;
+                self.peers[i].record_ack(committed, &progress);
                 self.handle_ack(now, i, &progress);
                 Ok(())
             }
@@ -629,6 +646,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         } else {
             // A new node id in this region (a replaced node): its word is the truth.
             p.acked = progress.into_iter().collect();
+            p.acks.clear();
         }
         if !p.link_up {
             // A stale Hello from a connection the transport has closed.
@@ -1139,6 +1157,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 node_id: self.node.config().node_id,
                 hlc: self.node.hlc().now(),
                 progress: self.progress_vec(),
+                committed: self.node.last_seq(),
             };
             return Some(Transmit { to, message });
         }
@@ -1152,6 +1171,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             let message = Message::Ack {
                 hlc: self.node.hlc().now(),
                 progress,
+                committed: self.node.last_seq(),
             };
             return Some(Transmit { to, message });
         }
@@ -1249,6 +1269,52 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
         entries
     }
 
+    /// Per origin, the seq through which its writes are **causally stable** here: every
+    /// region (this one included) has applied them, and every write of any region that is
+    /// still to reach this node was made after its region had applied them. So no write
+    /// that observed only part of them can still arrive: the condition for compacting their
+    /// metadata (issue 13).
+    ///
+    /// For each configured peer it takes the newest Ack whose `committed` seq this node has
+    /// already applied of that peer (the peer's later writes all observed that Ack's
+    /// progress). A peer never heard from, or unreachable, holds it back: stability stalls
+    /// while a region is away.
+    pub fn stable_progress(&self) -> BTreeMap<ReplicaId, u64> {
+        let me = self.node.config().node_id;
+        let applied: BTreeMap<ReplicaId, u64> = self.node.progress().into_iter().collect();
+        applied
+            .iter()
+            .map(|(origin, ours)| {
+                let bound = self.peers.iter().fold(*ours, |b, p| {
+                    let Some(pid) = p.node_id else {
+                        return 0;
+                    };
+                    if pid == *origin {
+                        // The peer's own writes still to come follow all its earlier ones.
+                        return b;
+                    }
+                    let of_peer = if pid == me {
+                        0
+                    } else {
+                        applied.get(&pid).copied().unwrap_or(0)
+                    };
+                    b.min(p.stable_bound(*origin, of_peer))
+                });
+                (*origin, bound)
+            })
+            .collect()
+    }
+
+    /// Writes applied here that are not yet causally stable (summed over origins).
+    pub fn unstable_writes(&self) -> u64 {
+        let stable = self.stable_progress();
+        self.node
+            .progress()
+            .into_iter()
+            .map(|(o, s)| s.saturating_sub(stable.get(&o).copied().unwrap_or(0)))
+            .sum()
+    }
+
     /// Every peer's state and this node's progress, for `GET /replication`.
     pub fn status(&self, now: Instant) -> ReplicationStatus {
         let me = self.node.config().node_id;
@@ -1298,6 +1364,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 .map(|(o, s)| (o.0.to_string(), s))
                 .collect(),
             durable: ids(self.node.durable_progress()),
+            stable: ids(&self.stable_progress()),
             log_entries: self.node.log_len(),
             carts: self.node.carts_stored(),
             digest: format!("{:016x}", self.node.digests().root()),

@@ -75,7 +75,14 @@ pub struct PeerState {
     pub(crate) ae_retry_at: Instant,
     /// Anti-entropy counters.
     pub(crate) ae: anti_entropy::AntiEntropyStatus,
+    /// The peer's recent Acks as `(committed own seq, durable progress)`, oldest first, at
+    /// most [`ACKS_KEPT_MAX`]: what causal stability is computed from.
+    pub(crate) acks: VecDeque<(u64, BTreeMap<ReplicaId, u64>)>,
 }
+
+/// Most Acks kept per peer for causal stability. Past it the oldest go: stability is then
+/// computed from newer ones, which only makes it later, never wrong.
+pub const ACKS_KEPT_MAX: usize = 64;
 
 impl PeerState {
     pub(crate) fn new(region: String, now: Instant) -> Self {
@@ -107,7 +114,45 @@ impl PeerState {
             ae_reply: None,
             ae_retry_at: now,
             ae: anti_entropy::AntiEntropyStatus::default(),
+            acks: VecDeque::new(),
         }
+    }
+
+    /// The peer's last few Acks, `(committed, progress)`, newest last (for diagnostics).
+    pub fn recent_acks(&self) -> Vec<(u64, Vec<(ReplicaId, u64)>)> {
+        self.acks
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(|(c, p)| (*c, p.iter().map(|(o, s)| (*o, *s)).collect()))
+            .collect()
+    }
+
+    /// Remembers an Ack: the peer's writes after `committed` observed `progress`.
+    pub(crate) fn record_ack(&mut self, committed: u64, progress: &[(ReplicaId, u64)]) {
+        if self.acks.back().is_some_and(|(c, p)| {
+            *c == committed && progress.iter().all(|(o, s)| p.get(o) == Some(s))
+        }) {
+            return;
+        }
+        if self.acks.len() >= ACKS_KEPT_MAX {
+            self.acks.pop_front();
+        }
+        self.acks
+            .push_back((committed, progress.iter().copied().collect()));
+    }
+
+    /// How far this peer has seen `origin` in a way that binds every write of its still to
+    /// reach this node: the highest progress of an Ack whose `committed` this node has
+    /// applied (`applied_of_peer`), so the peer's later writes all observed it.
+    pub(crate) fn stable_bound(&self, origin: ReplicaId, applied_of_peer: u64) -> u64 {
+        self.acks
+            .iter()
+            .filter(|(committed, _)| *committed <= applied_of_peer)
+            .map(|(_, p)| p.get(&origin).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
     }
 
     /// A new connection (or none): any anti-entropy session with the peer is over; a new

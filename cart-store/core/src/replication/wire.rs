@@ -59,6 +59,8 @@ pub enum Message {
         hlc: HlcTimestamp,
         /// The sender's durable per-origin progress.
         progress: Progress,
+        /// The sender's last committed own seq, as in [`Message::Ack`].
+        committed: u64,
     },
     /// Deltas, in seq order per origin.
     Deltas {
@@ -74,6 +76,10 @@ pub enum Message {
         hlc: HlcTimestamp,
         /// The sender's durable per-origin progress.
         progress: Progress,
+        /// The sender's last committed own seq when it sent this: every write it makes
+        /// later (seq above this) has observed at least `progress`. Causal stability is
+        /// computed from it.
+        committed: u64,
     },
     /// Anti-entropy, from the node repairing a peer: its digests of some nodes of one level
     /// of its [`DigestTree`](crate::digest::DigestTree). Level 0 (the root) opens a session.
@@ -408,13 +414,14 @@ mod tests {
         Message::Ack {
             hlc: HlcTimestamp::new(1_700_000_000_000, 3),
             progress: vec![(ReplicaId(1), 42), (ReplicaId(2), 7)],
+            committed: 42,
         }
     }
 
     #[test]
     fn golden_frames() {
         let f = encode_frame(&ack());
-        assert_eq!(hex(&f), "00000011000202fd03000068e5cf8b0102012a0207");
+        assert_eq!(hex(&f), "00000012000202fd03000068e5cf8b0102012a02072a");
         assert_eq!(decode_frame(&f).unwrap(), ack());
         let d = Message::Deltas {
             hlc: HlcTimestamp::new(5, 0),
@@ -440,6 +447,7 @@ mod tests {
         let unsorted = encode_frame(&Message::Ack {
             hlc: HlcTimestamp::ZERO,
             progress: vec![(ReplicaId(2), 1), (ReplicaId(1), 1)],
+            committed: 0,
         });
         let zero_seq = encode_frame(&Message::Deltas {
             hlc: HlcTimestamp::ZERO,

@@ -90,6 +90,8 @@ impl Kind {
 pub struct Write {
     pub cart: String,
     pub kind: Kind,
+    /// Its origin's committed progress when it was made (its answer's token).
+    pub past: BTreeMap<u64, u64>,
     pub record: DeltaRecord,
     pub bytes: Vec<u8>,
 }
@@ -170,6 +172,7 @@ impl Model {
         origin: u64,
         seq: u64,
         req: &WriteRequest,
+        past: BTreeMap<u64, u64>,
         record: DeltaRecord,
         bytes: Vec<u8>,
     ) -> Result<(), String> {
@@ -184,6 +187,7 @@ impl Model {
         let write = Write {
             cart: req.cart.to_string(),
             kind: Kind::of(&req.op),
+            past,
             record,
             bytes,
         };
@@ -247,6 +251,29 @@ impl Model {
             lines: answer_lines(answer),
             order: matches!(answer, Answer::Order(_)),
         });
+        Ok(())
+    }
+
+    /// Causal stability at a node never runs ahead of a write still arriving there: the
+    /// write `(origin, seq)`, about to be applied, observed everything `stable` names.
+    pub fn check_stable(
+        &self,
+        node: usize,
+        stable: &BTreeMap<u64, u64>,
+        origin: u64,
+        seq: u64,
+    ) -> Result<(), String> {
+        let Some(w) = self.writes.get(&(origin, seq)) else {
+            return Ok(());
+        };
+        for (r, s) in stable {
+            let saw = w.past.get(r).copied().unwrap_or(0);
+            if saw < *s {
+                return Err(format!(
+                    "r{node} held origin {r} stable through {s}, but ({origin}, {seq}) arriving now had seen only {saw} of it"
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -624,6 +624,18 @@ impl Sim {
                 for e in entries {
                     self.model.record_delivered(e.origin.0, e.seq, &e.record)?;
                 }
+                // Stability must not run ahead of what is still arriving.
+                let r = self.cluster.nodes[to].replica.as_ref().expect("up");
+                let stable: BTreeMap<u64, u64> = r
+                    .stable_progress()
+                    .into_iter()
+                    .map(|(o, s)| (o.0, s))
+                    .collect();
+                for e in entries {
+                    if e.seq > r.node().remote_progress(e.origin) {
+                        self.model.check_stable(to, &stable, e.origin.0, e.seq)?;
+                    }
+                }
             }
             self.trace.log(self.now_ms, || {
                 format!("r{from}->r{to} deliver {}", describe(&p.message))
@@ -694,9 +706,11 @@ impl Sim {
             self.bug_crash_ms = Some(self.now_ms + 5 + self.rng.below(100));
         }
         let hlc = replica.node().hlc().now();
+        let committed = replica.node().last_seq();
         Some(Message::Ack {
             hlc,
             progress: progress.into_iter().collect(),
+            committed,
         })
     }
 
@@ -881,7 +895,8 @@ impl Sim {
             };
             debug_assert_eq!(s, seq);
             let record = codec::decode_delta_checked(&bytes).map_err(|e| e.to_string())?;
-            self.model.record_write(origin, seq, req, record, bytes)?;
+            self.model
+                .record_write(origin, seq, req, past, record, bytes)?;
         }
         // A node that has merged cart states by anti-entropy may show more than its token
         // says (the states reflect at least the progress it is raised to, and may reflect
@@ -1042,6 +1057,29 @@ impl Sim {
     /// The model's checks, once quiescent.
     pub fn check_final(&self) -> Result<(), String> {
         self.check_progress()?;
+        // Quiescent and connected: every write is causally stable everywhere.
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
+            let r = node.replica.as_ref().expect("up when quiescent");
+            let applied: BTreeMap<ReplicaId, u64> = r.node().progress().into_iter().collect();
+            if r.stable_progress() != applied {
+                let peers: Vec<String> = r
+                    .peers()
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {:?} acks {:?}",
+                            p.region(),
+                            p.node_id(),
+                            p.recent_acks()
+                        )
+                    })
+                    .collect();
+                return Err(format!(
+                    "r{i} quiescent but stable {:?} short of applied {applied:?}; {peers:?}",
+                    r.stable_progress()
+                ));
+            }
+        }
         for c in 0..CARTS {
             self.check_cart(&cart_name(c))?;
         }
