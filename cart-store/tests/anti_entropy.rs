@@ -226,6 +226,22 @@ fn new_far_behind_and_replaced_regions_converge_by_anti_entropy() {
         .map(|i| Op::add(&format!("cart-{:06}", (i * 7919) % n), "extra", 1))
         .collect();
     write_all(&cluster, 0, ops, 4);
+    // Retention trims every 100 ms: wait until virginia no longer holds what tokyo needs,
+    // or tokyo would simply catch up from the log.
+    cluster.wait_for(
+        "virginia's log trimmed to its retention",
+        Duration::from_secs(20),
+        || {
+            let entries = cluster.node(0).replication()["log_entries"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+            if entries <= 100 {
+                Ok(())
+            } else {
+                Err(format!("{entries} log entries"))
+            }
+        },
+    );
     cluster.restart(TOKYO);
     let t = Instant::now();
     wait_same_digest(&cluster, bound);
