@@ -30,6 +30,7 @@ mod common;
 
 use common::cluster::{lines_of, write_node_config, Lines, Op, Proc, REGIONS};
 use common::mesh::Mesh;
+use meridian_testkit::SplitMix64 as Rng;
 use serde_json::Value;
 
 /// After the last heal, every node must agree within this: a QUIC connection whose link
@@ -37,20 +38,6 @@ use serde_json::Value;
 /// backoff cap (500 ms here); deltas in flight are resent after 500 ms; anti-entropy needs
 /// a few round trips. 30 s is that with a wide margin for a loaded 2-core machine.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(30);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What one load thread knows of one of its skus: the outcomes still possible.
 #[derive(Clone, Debug, Default)]
@@ -90,7 +77,7 @@ fn load_thread(
     stop: Arc<AtomicBool>,
     rec: Arc<Mutex<Record>>,
 ) {
-    let mut rng = Rng(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Rng::new(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut mine: Vec<String> = Vec::new();
     let mut n = 0u64;
     let node = t % 3;
@@ -274,7 +261,7 @@ fn chaos_with_real_partitions_loses_nothing_and_converges() {
         start,
         &format!("chaos: seed {seed} (replay with CHAOS_SEED={seed}), {secs} s per scenario"),
     );
-    let mut rng = Rng(seed.wrapping_add(1));
+    let mut rng = Rng::new(seed.wrapping_add(1));
     let dir = tempfile::Builder::new()
         .prefix("meridian-chaos-")
         .tempdir()

@@ -814,16 +814,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         raise: &[(ReplicaId, u64)],
         durability: Durability,
     ) -> Result<Vec<StateOutcome>, NodeError> {
-        let mut p = Pending {
-            carts: HashMap::new(),
-            idempotency: HashMap::new(),
-            digests_before: HashMap::new(),
-            batch: Batch::new(),
-            seq: self.last_seq,
-            remote: self.remote.clone(),
-            new_carts: 0,
-            log_entries: 0,
-        };
+        let mut p = self.pending();
         let mut outcomes = Vec::with_capacity(states.len());
         for st in states {
             let PendingCart { mut cart, existed } = self.load(&st.cart, &mut p)?;
@@ -963,16 +954,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         durability: Durability,
     ) -> Committed {
         let now_ms = self.hlc.physical_clock().now_ms();
-        let mut p = Pending {
-            carts: HashMap::new(),
-            idempotency: HashMap::new(),
-            digests_before: HashMap::new(),
-            batch: Batch::new(),
-            seq: self.last_seq,
-            remote: self.remote.clone(),
-            new_carts: 0,
-            log_entries: 0,
-        };
+        let mut p = self.pending();
         let mut remote_results: Vec<Result<RemoteOutcome, NodeError>> = remote
             .into_iter()
             .map(|e| self.apply_remote(e, &mut p))
@@ -1017,6 +999,20 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         Committed {
             local: results.into_iter().map(|r| r.map(|s| s.applied)).collect(),
             remote: remote_results,
+        }
+    }
+
+    /// An empty batch, starting from the committed state.
+    fn pending(&self) -> Pending {
+        Pending {
+            carts: HashMap::new(),
+            idempotency: HashMap::new(),
+            digests_before: HashMap::new(),
+            batch: Batch::new(),
+            seq: self.last_seq,
+            remote: self.remote.clone(),
+            new_carts: 0,
+            log_entries: 0,
         }
     }
 

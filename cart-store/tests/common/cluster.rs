@@ -671,7 +671,8 @@ pub struct Netns {
     made_links: Vec<String>,
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+/// Runs `ip ARGS`: its stdout, or why it failed.
+pub fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(args)
         .output()

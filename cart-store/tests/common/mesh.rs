@@ -4,7 +4,7 @@
 //! test reaches every node whatever is cut. Addresses are in 10.233.0.0/16 and 10.234.0.0/16
 //! and exist only inside these namespaces. Dropping it deletes everything it made.
 
-use std::process::Command;
+use super::cluster::ip;
 
 /// The namespaces and their links.
 pub struct Mesh {
@@ -13,21 +13,6 @@ pub struct Mesh {
     /// The namespaces' names, one per node.
     pub ns: Vec<String>,
     n: usize,
-}
-
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 const PREFIX: &str = "mrm";
