@@ -20,7 +20,12 @@
 //!   since; in-flight bytes are bounded, and with no progress for `resend_timeout` it goes
 //!   back to the acknowledged point (go-back-N). On a new connection both sides say
 //!   [`Message::Hello`] with their durable progress, and sending resumes from there.
-//! - Entries every peer has acknowledged are deleted from the log.
+//! - Entries every peer has acknowledged are deleted from the log, and past
+//!   `log_retention_entries` per origin the oldest go anyway. A peer that then needs a
+//!   deleted entry (away too long, replaced, or new) is repaired by [`anti_entropy`]:
+//!   Merkle digests of the carts compared top-down, full states of the differing ranges.
+//! - `Ack` and `Hello` carry the sender's last committed seq, from which
+//!   [`stable_progress`](Replica::stable_progress) tells which writes are causally stable.
 //!
 //! ```
 //! use meridian_cart_store_core::{
