@@ -103,7 +103,7 @@ fn replicas_converge_and_lose_nothing_under_faults() {
         }
     }
     eprintln!(
-        "replication sim: {} seeds run in {:.1} s, {} failed: {} writes ({} compactions), {} packets, {} crashes, {} s of virtual time; {} stale removes delivered after a compaction of adds they had not all seen",
+        "replication sim: {} seeds run in {:.1} s, {} failed: {} writes ({} compactions), {} packets, {} crashes, {} s of virtual time; {} stale removes delivered after a compaction of adds they had not all seen, {} removes applied before the compaction whose entry they dropped",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         failed.len(),
@@ -113,6 +113,7 @@ fn replicas_converge_and_lose_nothing_under_faults() {
         totals.crashes,
         totals.end_ms / 1000,
         totals.dangerous,
+        totals.ahead_of_compaction,
     );
     assert!(
         failed.is_empty(),

@@ -93,6 +93,8 @@ pub struct Stats {
     /// compaction of adds the remove had seen only some of: the case compaction must get
     /// right.
     pub dangerous: u64,
+    /// Removes applied at a node before the compaction whose entry they dropped.
+    pub ahead_of_compaction: u64,
     pub packets: u64,
     pub crashes: u32,
     /// Virtual time at quiescence.
@@ -104,6 +106,7 @@ impl Stats {
         self.writes += other.writes;
         self.compactions += other.compactions;
         self.dangerous += other.dangerous;
+        self.ahead_of_compaction += other.ahead_of_compaction;
         self.packets += other.packets;
         self.crashes += other.crashes;
         self.end_ms += other.end_ms;
@@ -223,6 +226,7 @@ pub struct Sim {
     crashes: u32,
     compactions: u64,
     dangerous: u64,
+    ahead_of_compaction: u64,
 }
 
 impl Sim {
@@ -274,6 +278,7 @@ impl Sim {
             packets: 0,
             compactions: 0,
             dangerous: 0,
+            ahead_of_compaction: 0,
             crashes: 0,
         };
         sim.sync_connections();
@@ -285,6 +290,7 @@ impl Sim {
             writes: self.model.writes.len(),
             compactions: self.compactions,
             dangerous: self.dangerous,
+            ahead_of_compaction: self.ahead_of_compaction,
             packets: self.packets,
             crashes: self.crashes,
             end_ms: self.now_ms,
@@ -684,6 +690,12 @@ impl Sim {
                 for e in entries {
                     if e.seq > r.node().remote_progress(e.origin) {
                         self.model.check_stable(to, &stable, e.origin.0, e.seq)?;
+                        if self
+                            .model
+                            .is_ahead_of_its_compaction((e.origin.0, e.seq), &applied)
+                        {
+                            self.ahead_of_compaction += 1;
+                        }
                         if self.model.is_dangerous((e.origin.0, e.seq), &applied) {
                             self.dangerous += 1;
                             self.trace.log(self.now_ms, || {
@@ -1023,7 +1035,8 @@ impl Sim {
             },
         );
         self.model
-            .record_write(origin, seq, &req, past, record, bytes)
+            .record_write(origin, seq, &req, past, record, bytes)?;
+        self.model.check_compaction_view(i, (origin, seq))
     }
 
     fn transmit(&mut self, i: usize) {
