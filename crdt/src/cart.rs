@@ -325,6 +325,28 @@ impl Cart {
         delta
     }
 
+    /// Whether this delta has the shape [`compact`](Self::compact) returns: at least one
+    /// entry, every entry an `Add`, and a context naming dots beyond its entries (the
+    /// coalesced ones). No mutator's delta has it: an `add`'s context is its one dot, a
+    /// `set` carries a `Set`, and the removes carry no entry.
+    pub fn is_compaction(&self) -> bool {
+        let mut entries = 0u64;
+        let mut all_adds = true;
+        for (_, line) in self.lines.iter() {
+            for (_, e) in line.entries() {
+                entries += 1;
+                all_adds &= matches!(e, Entry::Add(_));
+            }
+        }
+        let context = self
+            .cc
+            .version_vector()
+            .iter()
+            .fold(0u64, |n, (_, c)| n.saturating_add(c))
+            .saturating_add(self.cc.cloud().len() as u64);
+        entries > 0 && all_adds && context > entries
+    }
+
     fn apply_line(&mut self, sku: &str, delta: &Cart) {
         self.lines
             .join_key(&self.cc, &sku.to_string(), &delta.lines, &delta.cc);

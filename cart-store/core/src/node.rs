@@ -502,6 +502,10 @@ pub struct Node<S: Storage, C: PhysicalClock> {
     sweep_cursor: Vec<u8>,
     /// The Merkle tree of every stored cart, kept in step with each committed batch.
     digests: DigestTree,
+    /// Other origins' compaction deltas applied here that a peer may still lack, by cart:
+    /// a remove, set, clear or checkout of the cart carries them (see [`Node::carried`]).
+    carried: HashMap<CartId, Vec<(ReplicaId, u64, Cart)>>,
+    carried_len: usize,
 }
 
 /// A delta of another origin to apply, decoded and validated.
@@ -578,6 +582,10 @@ fn build_digests(storage: &dyn Storage) -> Result<(DigestTree, u64), StorageErro
     Ok((tree, n))
 }
 
+/// Most compaction deltas of other origins kept to be carried by drops (see
+/// [`Node::carried`]); kept only until every peer has applied them.
+pub const CARRIED_COMPACTIONS_MAX: usize = 4096;
+
 /// The outcome of one [`Node::commit`].
 #[derive(Debug)]
 pub struct Committed {
@@ -610,6 +618,8 @@ struct Pending {
     log_entries: u64,
     compactable: Vec<(CartId, u64, u64)>,
     compacted: Vec<(CartId, u64)>,
+    /// Other origins' compactions applied in this batch (see [`Node::carried`]).
+    carried: Vec<(CartId, ReplicaId, u64, Cart)>,
 }
 
 struct PendingCart {
@@ -697,6 +707,8 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             log_len,
             sweep_cursor: Vec::new(),
             digests,
+            carried: HashMap::new(),
+            carried_len: 0,
         })
     }
 
@@ -772,6 +784,62 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
     fn mark_durable(&mut self) {
         self.durable = self.remote.clone();
         self.durable.insert(self.config.node_id, self.last_seq);
+    }
+
+    /// The compactions a remove, set, clear or checkout of `cart` carries: those of other
+    /// origins this node has applied and not yet heard every peer apply (committed, and
+    /// earlier in this batch).
+    ///
+    /// Why: a compaction coalesces a group of adds under the newest of their dots, so a
+    /// drop made after it names only that dot. Merged with the compaction's delta, it drops
+    /// the whole group in a region that has not applied the compaction yet (which comes
+    /// from another region, on another link); without it, that region would drop the one
+    /// entry and keep showing the rest of the group until the compaction arrived.
+    fn carried<'a>(&'a self, cart: &CartId, p: &'a Pending) -> Vec<&'a Cart> {
+        let committed = self
+            .carried
+            .get(cart)
+            .into_iter()
+            .flatten()
+            .map(|(_, _, c)| c);
+        let pending = p
+            .carried
+            .iter()
+            .filter(|(id, ..)| id == cart)
+            .map(|(.., c)| c);
+        committed.chain(pending).collect()
+    }
+
+    fn carry(&mut self, cart: CartId, origin: ReplicaId, seq: u64, delta: Cart) {
+        if self.carried_len >= CARRIED_COMPACTIONS_MAX {
+            // Past the bound the transient above can show again; nothing is lost.
+            return;
+        }
+        self.carried_len += 1;
+        self.carried
+            .entry(cart)
+            .or_default()
+            .push((origin, seq, delta));
+    }
+
+    /// Forgets the carried compactions that `everywhere(origin, seq)` says every peer has
+    /// applied: a drop made from now on reaches each peer after them.
+    pub fn forget_carried(&mut self, everywhere: impl Fn(ReplicaId, u64) -> bool) {
+        if self.carried_len == 0 {
+            return;
+        }
+        let mut n = 0;
+        self.carried.retain(|_, v| {
+            v.retain(|(o, s, _)| !everywhere(*o, *s));
+            n += v.len();
+            !v.is_empty()
+        });
+        self.carried_len = n;
+    }
+
+    /// How many compaction deltas drops currently carry (see [`Node::carried`]).
+    pub fn carried_len(&self) -> usize {
+        self.carried_len
     }
 
     /// Deletes `origin`'s log entries with seq in `from..=through`, at most `limit` of them,
@@ -993,6 +1061,9 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 Ok(()) => {
                     compactable = p.compactable;
                     compacted = p.compacted;
+                    for (cart, origin, seq, delta) in p.carried {
+                        self.carry(cart, origin, seq, delta);
+                    }
                     self.last_seq = p.seq;
                     self.remote = p.remote;
                     self.carts_stored += p.new_carts;
@@ -1037,6 +1108,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             log_entries: 0,
             compactable: Vec::new(),
             compacted: Vec::new(),
+            carried: Vec::new(),
         }
     }
 
@@ -1068,6 +1140,10 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         // back entries stamped too far ahead, so this only fails on a clock that jumped
         // back since).
         let _ = self.hlc.update(e.record.hlc);
+        if e.record.delta.is_compaction() {
+            p.carried
+                .push((id.clone(), e.origin, e.seq, e.record.delta.clone()));
+        }
         p.batch.put(Cf::Carts, id.as_str().as_bytes(), encoded);
         p.batch
             .put(Cf::Log, codec::log_key(e.origin, e.seq).to_vec(), e.bytes);
@@ -1122,9 +1198,20 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         let seq = p.seq + 1;
         let ts = self.hlc.now();
         let token = token_of(self.config.node_id, seq, &p.remote);
-        let Some((delta, answer)) = self.mutate(&req, &mut cart, ts, seq, &token)? else {
+        let Some((mut delta, answer)) = self.mutate(&req, &mut cart, ts, seq, &token)? else {
             return self.no_op(req, &cart, now_ms, p);
         };
+        if matches!(
+            req.op,
+            Op::Remove { .. } | Op::Set { .. } | Op::Clear | Op::Checkout
+        ) {
+            // What this write saw includes the other regions' compactions it applied; a
+            // region that has not applied one yet gets it with this write (see
+            // `Node::carried`).
+            for c in self.carried(&req.cart, p) {
+                delta.merge(c);
+            }
+        }
         let encoded = codec::encode_cart(&cart);
         // A compaction only shrinks the cart: it must go through even for a cart that
         // merges have taken past the limit, which is when it is needed most.

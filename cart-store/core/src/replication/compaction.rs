@@ -20,6 +20,10 @@
 //!   later remove here names only the one dot that stands for the group, and a region
 //!   still holding the separate dots has already merged the compaction delta that drops
 //!   them. A region compacts only its own dots, so each group is coalesced once.
+//! - Another region's remove made after the compaction reaches a third region by another
+//!   link, possibly first: it carries the compaction (`Node::carried`: a drop's delta is
+//!   joined with the other origins' compactions its node applied and not every peer has),
+//!   so it drops the whole group wherever it lands.
 //!
 //! What it costs: one extra replicated write per compacted cart per round. Stability
 //! stalls while any region is unreachable; adds then accumulate (and the queue fills: past

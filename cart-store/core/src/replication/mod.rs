@@ -1069,6 +1069,15 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             .peers
             .iter()
             .any(|p| p.node_id.is_none() && p.acked.is_empty());
+        if !unheard {
+            let peers = &self.peers;
+            self.node.forget_carried(|origin, seq| {
+                peers
+                    .iter()
+                    .filter(|p| p.node_id != Some(origin))
+                    .all(|p| p.acked(origin) >= seq)
+            });
+        }
         let origins: Vec<(ReplicaId, u64)> = if self.peers.is_empty() {
             self.node.progress()
         } else {

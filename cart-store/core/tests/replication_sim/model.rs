@@ -99,6 +99,8 @@ impl Kind {
 /// One acknowledged write.
 #[derive(Clone, Debug)]
 pub struct Write {
+    /// The node id that made it.
+    pub origin: u64,
     pub cart: String,
     pub kind: Kind,
     /// Its origin's committed progress when it was made (its answer's token).
@@ -113,7 +115,15 @@ impl Write {
         if !self.kind.adds(sku) {
             return None;
         }
-        self.record.delta.entries(sku).first().map(|(d, _)| *d)
+        // Its own dot: a drop's delta may carry another region's compaction, whose
+        // entries are that region's.
+        self.record
+            .delta
+            .entries(sku)
+            .iter()
+            .map(|(d, _)| *d)
+            .filter(|d| d.replica.0 == self.origin)
+            .max()
     }
 }
 
@@ -190,6 +200,7 @@ impl Model {
         }
         self.entry_bytes_max = self.entry_bytes_max.max(bytes.len());
         let write = Write {
+            origin,
             cart: req.cart.to_string(),
             kind: Kind::of(&req.op),
             past,
@@ -392,7 +403,11 @@ impl Model {
                 if dropped {
                     continue;
                 }
-                let Some((d, e)) = a.record.delta.entries(&sku).first() else {
+                let Some(own) = a.dot_on(&sku) else {
+                    continue;
+                };
+                let Some((d, e)) = a.record.delta.entries(&sku).iter().find(|(d, _)| *d == own)
+                else {
                     continue;
                 };
                 match *e {
@@ -414,19 +429,21 @@ impl Model {
     }
 
     /// Whether write `key`, about to be applied at a node that has applied the writes
-    /// `applied` selects, drops the one entry a compaction left for a group of adds while
-    /// that node has not applied the compaction: there the remove drops that entry alone,
-    /// and the group's other adds stay visible until the compaction arrives (see
-    /// ARCHITECTURE.md, "Compaction"). Counted, to say how often it happens.
-    pub fn is_ahead_of_its_compaction(&self, key: Key, applied: &dyn Fn(Key) -> bool) -> bool {
-        let Some(w) = self.writes.get(&key) else {
-            return false;
-        };
+    /// `applied` selects, drops the one entry a compaction left for a group of adds, while
+    /// that node has not applied the compaction and the write does not carry it: there it
+    /// would drop that entry alone, and the group's other adds would stay visible until
+    /// the compaction arrived. Returns the compaction's key. (Drops carry the compactions
+    /// their node applied until every peer has: `Node::carried`.)
+    pub fn ahead_of_its_compaction(&self, key: Key, applied: &dyn Fn(Key) -> bool) -> Option<Key> {
+        let w = self.writes.get(&key)?;
         let seen = w.record.delta.context();
-        self.writes.iter().any(|(ck, c)| {
-            c.kind == Kind::Compact
+        self.writes.iter().find_map(|(ck, c)| {
+            // The same origin's compaction is applied before its later writes.
+            (c.kind == Kind::Compact
                 && c.cart == w.cart
+                && ck.0 != key.0
                 && !applied(*ck)
+                && !seen.includes(c.record.delta.context())
                 && w.past.get(&ck.0).is_some_and(|s| *s >= ck.1)
                 && c.record.delta.lines().iter().any(|(sku, _)| {
                     w.kind.overrides(sku)
@@ -435,7 +452,8 @@ impl Model {
                             .entries(sku)
                             .iter()
                             .any(|(d, _)| seen.contains(d))
-                })
+                }))
+            .then_some(*ck)
         })
     }
 

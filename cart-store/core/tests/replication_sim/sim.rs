@@ -690,11 +690,15 @@ impl Sim {
                 for e in entries {
                     if e.seq > r.node().remote_progress(e.origin) {
                         self.model.check_stable(to, &stable, e.origin.0, e.seq)?;
-                        if self
+                        if let Some(c) = self
                             .model
-                            .is_ahead_of_its_compaction((e.origin.0, e.seq), &applied)
+                            .ahead_of_its_compaction((e.origin.0, e.seq), &applied)
                         {
                             self.ahead_of_compaction += 1;
+                            return Err(format!(
+                                "r{to} receives ({}, {}), which dropped the entry compaction {c:?} left, before that compaction and without carrying it",
+                                e.origin.0, e.seq
+                            ));
                         }
                         if self.model.is_dangerous((e.origin.0, e.seq), &applied) {
                             self.dangerous += 1;
