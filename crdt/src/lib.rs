@@ -49,7 +49,7 @@
 //! | [`MvRegister`] | keeps concurrent writes | one dot per value + a context |
 //! | [`AwSet`] | add-wins observed-remove set, tombstone-free | ~one dot per element + one context |
 //! | [`OrMap`] | observed-remove map of causal values ([`CausalCounter`], [`DotSet`], [`DotFun`], nested [`DotMap`]) | one context for the whole map |
-//! | [`Cart`] | sku → quantity, with the cart table of `docs/CONTRACT.md` ("Cart semantics") | one context + one dot per add/set |
+//! | [`Cart`] | sku → quantity, with the cart table of `docs/CONTRACT.md` ("Cart semantics") | one context + one dot per live add/set; [`Cart::compact`] folds a replica's causally stable adds of a line into one |
 //!
 //! The causal types ([`MvRegister`], [`AwSet`], [`OrMap`], [`Cart`]) are *dot stores* plus
 //! a [`CausalContext`](meridian_clocks::CausalContext) from `meridian-clocks`: a removal is

@@ -35,7 +35,7 @@
 //! | [`storage`] | the [`Storage`] trait and [`MemStorage`], which models crashes |
 //! | [`token`] | the `Causal-Token` format |
 //! | [`node`] | the write path: validate, apply, encode, one atomic batch |
-//! | [`replication`] | [`Replica`]: the node plus per-peer sync state; the protocol and its frames |
+//! | [`replication`] | [`Replica`]: the node plus per-peer sync state; the protocol and its frames; anti-entropy; causal-stability compaction |
 //!
 //! The contract this implements (cart semantics, HTTP API, limits) is `docs/CONTRACT.md` in
 //! the repository.
