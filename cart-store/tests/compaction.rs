@@ -152,3 +152,53 @@ fn without_compaction_the_same_line_fills_the_cart() {
         &refused[..refused.len().min(3)]
     );
 }
+
+/// Stability needs every region: with tokyo down, virginia's adds wait in the compaction
+/// queue and `/replication` shows for how long; once tokyo is back they are compacted.
+#[test]
+fn a_region_away_stalls_compaction_visibly_and_it_resumes() {
+    let mut cluster = Cluster::start_with(3, None, "compaction_interval_ms = 50\n");
+    cluster.wait_connected(Duration::from_secs(30));
+    const TOKYO: usize = 2;
+    cluster.kill9(TOKYO);
+    for _ in 0..20 {
+        cluster.node(0).write(&Op::add(CART, SKU, 1));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    let r = cluster.node(0).replication();
+    let (queued, oldest_ms) = (
+        r["compaction"]["queued"].as_u64().unwrap(),
+        r["compaction"]["oldest_ms"].as_u64().unwrap(),
+    );
+    cluster.say(&format!(
+        "tokyo down: virginia has {queued} adds queued, the oldest {oldest_ms} ms old; stable {}",
+        r["stable"]
+    ));
+    assert!(queued >= 19, "{queued} queued");
+    assert!(oldest_ms >= 1_000, "stall of {oldest_ms} ms");
+    let metrics = reqwest::blocking::get(cluster.node(0).url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cart_store_compaction_oldest_ms ") && !l.ends_with(" 0")),
+        "the stall shows in the metric"
+    );
+    cluster.restart(TOKYO);
+    let (_, took) = cluster.wait_for("virginia's queue drains", Duration::from_secs(30), || {
+        let r = cluster.node(0).replication();
+        match r["compaction"]["queued"].as_u64() {
+            Some(0) => Ok(()),
+            q => Err(format!("{q:?} queued")),
+        }
+    });
+    cluster.say(&format!(
+        "tokyo back: compaction resumed, queue empty after {:.2} s",
+        took.as_secs_f64()
+    ));
+    let carts = vec![CART.to_owned()];
+    let (views, _) = cluster.wait_converged(&carts, Duration::from_secs(30));
+    assert_eq!(views[0], common::cluster::lines(&[(SKU, 20)]));
+}
