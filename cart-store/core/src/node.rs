@@ -506,6 +506,8 @@ pub struct Node<S: Storage, C: PhysicalClock> {
     /// a remove, set, clear or checkout of the cart carries them (see [`Node::carried`]).
     carried: HashMap<CartId, Vec<(ReplicaId, u64, Cart)>>,
     carried_len: usize,
+    /// Bytes of keys and values in every committed batch since open.
+    bytes_written: u64,
 }
 
 /// A delta of another origin to apply, decoded and validated.
@@ -709,6 +711,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             digests,
             carried: HashMap::new(),
             carried_len: 0,
+            bytes_written: 0,
         })
     }
 
@@ -835,6 +838,12 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             !v.is_empty()
         });
         self.carried_len = n;
+    }
+
+    /// Bytes of keys and values this node has committed to storage since it opened (what
+    /// a write costs the storage engine before its own write amplification).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
     }
 
     /// How many compaction deltas drops currently carry (see [`Node::carried`]).
@@ -1059,6 +1068,12 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 .put(Cf::Meta, codec::META_SEQ, codec::encode_u64(p.seq).to_vec());
             match self.storage.write(&p.batch, durability) {
                 Ok(()) => {
+                    self.bytes_written += p
+                        .batch
+                        .ops()
+                        .iter()
+                        .map(|op| (op.key.len() + op.value.as_ref().map_or(0, Vec::len)) as u64)
+                        .sum::<u64>();
                     compactable = p.compactable;
                     compacted = p.compacted;
                     for (cart, origin, seq, delta) in p.carried {

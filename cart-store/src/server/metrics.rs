@@ -114,6 +114,7 @@ pub struct Metrics {
     clock_offset: Family<PeerLabels, Gauge>,
     pub(super) unstable_writes: Gauge,
     compaction_queued: Gauge,
+    storage_bytes_written: Gauge,
     compaction_oldest_ms: Gauge,
     compaction_writes: Gauge,
     compaction_dropped: Gauge,
@@ -167,6 +168,7 @@ impl Metrics {
             clock_offset: Family::default(),
             unstable_writes: Gauge::default(),
             compaction_queued: Gauge::default(),
+            storage_bytes_written: Gauge::default(),
             compaction_oldest_ms: Gauge::default(),
             compaction_writes: Gauge::default(),
             compaction_dropped: Gauge::default(),
@@ -304,6 +306,12 @@ impl Metrics {
             "Writes applied here that are not yet causally stable (every region has them, and \
              every write still to arrive saw them); it grows while a region is unreachable",
             self.unstable_writes.clone(),
+        );
+        r.register(
+            "cart_store_storage_bytes_written",
+            "Bytes of keys and values committed to storage since start (before RocksDB's own \
+             write amplification)",
+            self.storage_bytes_written.clone(),
         );
         r.register(
             "cart_store_compaction_queued",
@@ -545,5 +553,7 @@ impl Metrics {
             .set(i64::try_from(node.log_len()).unwrap_or(i64::MAX));
         self.applied_seq
             .set(i64::try_from(node.last_seq()).unwrap_or(i64::MAX));
+        self.storage_bytes_written
+            .set(i64::try_from(node.bytes_written()).unwrap_or(i64::MAX));
     }
 }
