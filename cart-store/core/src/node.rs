@@ -503,7 +503,7 @@ pub struct Node<S: Storage, C: PhysicalClock> {
     /// The Merkle tree of every stored cart, kept in step with each committed batch.
     digests: DigestTree,
     /// Other origins' compaction deltas applied here that a peer may still lack, by cart:
-    /// a remove, set, clear or checkout of the cart carries them (see [`Node::carried`]).
+    /// a remove, set, clear or checkout of the cart carries them (see `Node::carried`).
     carried: HashMap<CartId, Vec<(ReplicaId, u64, Cart)>>,
     carried_len: usize,
     /// Bytes of keys and values in every committed batch since open.
@@ -585,7 +585,7 @@ fn build_digests(storage: &dyn Storage) -> Result<(DigestTree, u64), StorageErro
 }
 
 /// Most compaction deltas of other origins kept to be carried by drops (see
-/// [`Node::carried`]); kept only until every peer has applied them.
+/// `Node::carried`); kept only until every peer has applied them.
 pub const CARRIED_COMPACTIONS_MAX: usize = 4096;
 
 /// The outcome of one [`Node::commit`].
@@ -620,7 +620,7 @@ struct Pending {
     log_entries: u64,
     compactable: Vec<(CartId, u64, u64)>,
     compacted: Vec<(CartId, u64)>,
-    /// Other origins' compactions applied in this batch (see [`Node::carried`]).
+    /// Other origins' compactions applied in this batch (see `Node::carried`).
     carried: Vec<(CartId, ReplicaId, u64, Cart)>,
 }
 
@@ -846,7 +846,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         self.bytes_written
     }
 
-    /// How many compaction deltas drops currently carry (see [`Node::carried`]).
+    /// How many compaction deltas drops currently carry (see `Node::carried`).
     pub fn carried_len(&self) -> usize {
         self.carried_len
     }
