@@ -3,7 +3,7 @@
 
 use crate::dotstore::{DeltaContext, DotFun, DotStore};
 use crate::Error;
-use meridian_clocks::{CausalContext, Dot};
+use meridian_clocks::{CausalContext, Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
 
 /// A counter whose state is a dot store (the "causal counter" of Almeida et al. 2018), so it
@@ -41,7 +41,12 @@ impl CausalCounter {
         Self::default()
     }
 
-    fn update(&self, m: &mut DeltaContext<'_>, inc: u64, dec: u64) -> Result<CausalCounter, Error> {
+    pub(crate) fn update(
+        &self,
+        m: &mut DeltaContext<'_>,
+        inc: u64,
+        dec: u64,
+    ) -> Result<CausalCounter, Error> {
         let r = m.replica();
         let (mut p, mut n) = (0u64, 0u64);
         for (d, (dp, dn)) in self.dots.entries() {
@@ -66,6 +71,41 @@ impl CausalCounter {
     /// Delta mutator: subtracts `k`. Fails only if the replica has no fresh dot left.
     pub fn dec(&self, m: &mut DeltaContext<'_>, k: u64) -> Result<CausalCounter, Error> {
         self.update(m, 0, k)
+    }
+
+    /// The dot replica `r` holds here and its running `(increments, decrements)`, as
+    /// [`inc`](Self::inc) observes them: `Some((None, (0, 0)))` if it holds none, `None`
+    /// if it holds two or more (a state no sequence of local updates produces, though a
+    /// valid one), which the caller leaves to the general path.
+    #[inline]
+    pub(crate) fn own_dot(&self, r: ReplicaId) -> Option<(Option<Dot>, (u64, u64))> {
+        let mut own = None;
+        for (d, v) in self.dots.entries() {
+            if d.replica == r {
+                if own.is_some() {
+                    return None;
+                }
+                own = Some((*d, *v));
+            }
+        }
+        Some(match own {
+            Some((d, v)) => (Some(d), v),
+            None => (None, (0, 0)),
+        })
+    }
+
+    /// Replaces replica `d.replica`'s dot `old` (if any) by `d ↦ value`, in place.
+    #[inline]
+    pub(crate) fn replace_own(&mut self, old: Option<Dot>, d: Dot, value: (u64, u64)) {
+        self.dots.replace_dot(old, d, value);
+    }
+
+    /// The counter holding only `d ↦ value`.
+    #[inline]
+    pub(crate) fn single(d: Dot, value: (u64, u64)) -> Self {
+        CausalCounter {
+            dots: DotFun::single(d, value),
+        }
     }
 
     /// The value: the sum over live dots of increments minus decrements (exact in `i128`

@@ -131,5 +131,5 @@ pub use gset::GSet;
 pub use lattice::{Lattice, Validate};
 pub use lww::LwwRegister;
 pub use mvreg::MvRegister;
-pub use ormap::OrMap;
+pub use ormap::{CounterDelta, OrMap};
 pub use pncounter::PNCounter;
