@@ -3,7 +3,7 @@
 //! | bench | peer | target |
 //! |---|---|---|
 //! | `awset_merge_10k`: merge two 10k-element replicas that diverged by 10% | `crdts::Orswot` | ≥ 5× faster |
-//! | `sizes`: bincode size of a 10k-element set built by 3 replicas (printed) | `crdts::Orswot` | ≤ 1/3 |
+//! | `sizes`: bincode size of a 10k-element set built by 3 replicas, own form and `DeltaKeyed` (printed) | `crdts::Orswot` | ≤ 1/3 |
 //! | `ormap_counters_1k_merge`: merge two maps of 1k counters that diverged by 100 ops | `crdts::Map<_, PNCounter>` | ≥ 3× faster |
 //! | `ormap_counters_1k_apply`: one increment (`OrMap::inc`, the allocation-free path; `update` shown too) | `crdts::Map<_, PNCounter>` | ≥ 3× faster |
 //! | `sizes`: cart `add` delta vs a 20-line cart (printed) | — | ≤ 48 bytes and ≥ 10× smaller |
@@ -16,7 +16,7 @@
 use crdts::{CmRDT, CvRDT};
 use criterion::{criterion_group, BatchSize, Criterion};
 use meridian::clocks::{HlcTimestamp, ReplicaId};
-use meridian::crdt::{AwSet, Cart, CausalCounter, Lattice, OrMap};
+use meridian::crdt::{AwSet, Cart, CausalCounter, DeltaKeyed, Lattice, OrMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -251,11 +251,25 @@ fn cart_merge(c: &mut Criterion) {
 }
 
 fn sizes() {
-    let (ours, theirs) = base_sets();
+    let (mut ours, mut theirs) = base_sets();
     let (o, t) = (bincode_len(&ours[0]), bincode_len(&theirs[0]));
+    let k = bincode_len(&DeltaKeyed(&ours[0]));
     println!(
-        "size  awset 10k elements / 3 replicas: meridian::AwSet {o} B, crdts::Orswot {t} B, ratio {:.3}",
-        o as f64 / t as f64
+        "size  awset 10k elements / 3 replicas: meridian::AwSet {o} B (ratio {:.3}), \
+         DeltaKeyed<AwSet> {k} B (ratio {:.3}), crdts::Orswot {t} B",
+        o as f64 / t as f64,
+        k as f64 / t as f64,
+    );
+    // The same after 500 random adds (of new, unsequenced elements) and removes.
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    diverge(&mut ours[0], &mut theirs[0], 1, 500, &mut rng);
+    let (o, t) = (bincode_len(&ours[0]), bincode_len(&theirs[0]));
+    let k = bincode_len(&DeltaKeyed(&ours[0]));
+    println!(
+        "size  awset diverged by 500 random ops: meridian::AwSet {o} B (ratio {:.3}), \
+         DeltaKeyed<AwSet> {k} B (ratio {:.3}), crdts::Orswot {t} B",
+        o as f64 / t as f64,
+        k as f64 / t as f64,
     );
     let mut cart = cart_with_lines(20);
     let state = bincode_len(&cart);

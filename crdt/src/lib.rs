@@ -121,7 +121,7 @@ pub mod pncounter;
 /// The wire format and validation of remote input.
 pub mod wire;
 
-pub use awset::AwSet;
+pub use awset::{AwSet, DeltaKeyed, IntegerKey};
 pub use cart::{Cart, Entry, Snapshot};
 pub use ccounter::CausalCounter;
 pub use dotstore::{DeltaContext, DotFun, DotMap, DotSet, DotStore, DOT_COUNTER_MAX};
