@@ -98,6 +98,17 @@ impl CausalContext {
         if d.counter <= prefix {
             return;
         }
+        // The common case inline: the next dot of a replica, with no cloud to fold.
+        if d.counter == prefix + 1 && self.cloud.is_empty() {
+            self.vv.observe(d.replica, d.counter);
+            return;
+        }
+        self.insert_beyond(d, prefix);
+    }
+
+    /// [`insert`](Self::insert) of a dot above `prefix`, its replica's prefix.
+    #[inline(never)]
+    fn insert_beyond(&mut self, d: Dot, prefix: u64) {
         if d.counter == prefix + 1 {
             self.vv.observe(d.replica, d.counter);
             if !self.cloud.is_empty() {

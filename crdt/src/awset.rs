@@ -46,6 +46,11 @@ use std::marker::PhantomData;
 /// consecutive counters of one replica: `[(replica, first_counter, [elements…])…]`. A set
 /// built by a few replicas is a few runs, so the dots cost almost nothing and an element
 /// costs its own encoding; `crdts::Orswot` spends a vector clock per element on top.
+///
+/// Integer-like elements ([`IntegerKey`]) can be sent smaller, as [`DeltaKeyed`]: the same
+/// runs, each element encoded as its difference from the previous one (about a byte per
+/// id for ids issued in sequence). That is an opt-in wrapper: this type's own encoding is
+/// the one above, whatever `T` is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AwSet<T> {
     store: DotMap<T, DotSet>,

@@ -6,6 +6,10 @@ use crate::Error;
 use meridian_clocks::{CausalContext, Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
 
+/// A replica's entry in a [`CausalCounter`] (its index and dot, if it holds one) and its
+/// running `(increments, decrements)`.
+pub(crate) type OwnDot = (Option<(usize, Dot)>, (u64, u64));
+
 /// A counter whose state is a dot store (the "causal counter" of Almeida et al. 2018), so it
 /// can live inside an [`OrMap`](crate::OrMap) and be reset by a remove.
 ///
@@ -73,31 +77,32 @@ impl CausalCounter {
         self.update(m, 0, k)
     }
 
-    /// The dot replica `r` holds here and its running `(increments, decrements)`, as
-    /// [`inc`](Self::inc) observes them: `Some((None, (0, 0)))` if it holds none, `None`
-    /// if it holds two or more (a state no sequence of local updates produces, though a
-    /// valid one), which the caller leaves to the general path.
+    /// The dot replica `r` holds here (its index and the dot) and its running
+    /// `(increments, decrements)`, as [`inc`](Self::inc) observes them: `Some((None, (0,
+    /// 0)))` if it holds none, `None` if it holds two or more (a state no sequence of local
+    /// updates produces, though a valid one), which the caller leaves to the general path.
     #[inline]
-    pub(crate) fn own_dot(&self, r: ReplicaId) -> Option<(Option<Dot>, (u64, u64))> {
+    pub(crate) fn own_dot(&self, r: ReplicaId) -> Option<OwnDot> {
         let mut own = None;
-        for (d, v) in self.dots.entries() {
+        for (i, (d, v)) in self.dots.entries().iter().enumerate() {
             if d.replica == r {
                 if own.is_some() {
                     return None;
                 }
-                own = Some((*d, *v));
+                own = Some((i, *d, *v));
             }
         }
         Some(match own {
-            Some((d, v)) => (Some(d), v),
+            Some((i, d, v)) => (Some((i, d)), v),
             None => (None, (0, 0)),
         })
     }
 
-    /// Replaces replica `d.replica`'s dot `old` (if any) by `d ↦ value`, in place.
+    /// Replaces the entry at index `old` (if any; from [`own_dot`](Self::own_dot)) by
+    /// `d ↦ value`, in place.
     #[inline]
-    pub(crate) fn replace_own(&mut self, old: Option<Dot>, d: Dot, value: (u64, u64)) {
-        self.dots.replace_dot(old, d, value);
+    pub(crate) fn replace_own(&mut self, old: Option<usize>, d: Dot, value: (u64, u64)) {
+        self.dots.replace_entry(old, d, value);
     }
 
     /// The counter holding only `d ↦ value`.

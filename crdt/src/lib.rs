@@ -51,6 +51,11 @@
 //! | [`OrMap`] | observed-remove map of causal values ([`CausalCounter`], [`DotSet`], [`DotFun`], nested [`DotMap`]) | one context for the whole map |
 //! | [`Cart`] | sku → quantity, with the cart table of `docs/CONTRACT.md` ("Cart semantics") | one context + one dot per add/set |
 //!
+//! Two fast paths are opt-in: [`OrMap::inc`] / [`OrMap::dec`] update a counter without
+//! allocating (equal to `update` with [`CausalCounter::inc`], returning an inline
+//! [`CounterDelta`]), and [`DeltaKeyed`] encodes an [`AwSet`] of integer-like elements
+//! ([`IntegerKey`]) in about a byte per sequential id.
+//!
 //! The causal types ([`MvRegister`], [`AwSet`], [`OrMap`], [`Cart`]) are *dot stores* plus
 //! a [`CausalContext`](meridian_clocks::CausalContext) from `meridian-clocks`: a removal is
 //! the absence of a dot that the context has seen, so no tombstone is ever kept.

@@ -13,8 +13,10 @@ use std::fmt::Debug;
 /// - `remove` *resets* the value: it drops every dot of the value that it observed. A
 ///   concurrent update elsewhere keeps its own dots, so the key survives with those (update
 ///   wins over remove), and nothing the remover saw comes back.
+/// - For counter values, [`inc`](OrMap::inc) and [`dec`](OrMap::dec) are `update` without
+///   allocating: the small-delta path.
 ///
-/// Ready-made values: [`CausalCounter`](crate::CausalCounter) (counters),
+/// Ready-made values: [`CausalCounter`] (counters),
 /// [`DotSet`](crate::DotSet) (an add-wins flag, so `OrMap<K, DotSet>` is a set of keys),
 /// [`DotFun`](crate::DotFun) (a multi-value register, with [`DotFun::write`](crate::DotFun::write)),
 /// and [`DotMap`] (a nested map).
@@ -231,9 +233,10 @@ impl<K: Ord + Clone + Debug> OrMap<K, CausalCounter> {
         };
         // `r` holds two dots at `key`: valid, but never made by local updates. The general
         // path handles it.
-        let Some((observed, (p, n))) = own else {
+        let Some((own, (p, n))) = own else {
             return self.count_general(r, key, inc, dec);
         };
+        let observed = own.map(|(_, d)| d);
         // As `DeltaContext::next_dot`: above every dot of `r` seen, in the context or
         // (for a store its context does not cover) at this key.
         let seen = self
@@ -248,7 +251,7 @@ impl<K: Ord + Clone + Debug> OrMap<K, CausalCounter> {
         // The join of the one-dot delta at `key`: it drops the observed dot and adds the
         // fresh one, which no context has seen.
         match slot {
-            Some(c) => c.replace_own(observed, dot, value),
+            Some(c) => c.replace_own(own.map(|(i, _)| i), dot, value),
             None => {
                 self.store
                     .inner_mut()
