@@ -9,7 +9,11 @@
 //! | `sizes`: cart `add` delta vs a 20-line cart (printed) | — | ≤ 48 bytes and ≥ 10× smaller |
 //! | `cart_merge_delta_50`: merge a single-line delta into a 50-line cart | — | < 1 µs |
 //!
-//! Sizes use bincode 2 with `config::standard()` (varint), the wire codec.
+//! Sizes use bincode 2 with `config::standard()` (varint), the wire codec. Before criterion,
+//! `OrMap::inc` and `crdts::Map` are also timed *paired* (alternating rounds, the ratio taken
+//! per round; see `common/mod.rs`) and printed as a `paired` line, which load from other
+//! users of the machine cannot skew the way it can skew criterion's one-after-the-other
+//! timings.
 //!
 //! Run: `cargo bench --bench crdt -- --warm-up-time 1 --measurement-time 3`.
 
@@ -20,6 +24,8 @@ use meridian::crdt::{AwSet, Cart, CausalCounter, DeltaKeyed, Lattice, OrMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
+
+mod common;
 
 const ELEMENTS: u64 = 10_000;
 const REPLICAS: u64 = 3;
@@ -280,10 +286,54 @@ fn sizes() {
     );
 }
 
+/// `ormap_counters_1k_apply`, paired: `OrMap::inc` against `crdts::Map` (and `update`
+/// against `crdts::Map`), one increment per call at keys 7 apart.
+fn ormap_apply_paired() {
+    let (ours, theirs) = counter_maps();
+    let (mut o, mut t) = (ours[0].clone(), theirs[0].clone());
+    let (mut i, mut j) = (0u64, 0u64);
+    let mut crdts_inc = move || {
+        j = (j + 7) % 1_000;
+        let ctx = t.read_ctx().derive_add_ctx(1);
+        let op = t.update(j, ctx, |v, ctx| v.inc(ctx.dot.actor));
+        t.apply(black_box(op));
+    };
+    common::paired(
+        41,
+        100_000,
+        || {
+            i = (i + 7) % 1_000;
+            let _ = black_box(o.inc(ReplicaId(1), i, 1));
+        },
+        &mut crdts_inc,
+    )
+    .print(
+        "ormap_counters_1k_apply",
+        "meridian::OrMap::inc",
+        "crdts::Map",
+    );
+    let mut o = ours[0].clone();
+    common::paired(
+        41,
+        100_000,
+        || {
+            i = (i + 7) % 1_000;
+            let _ = black_box(o.update(ReplicaId(1), i, |c, m| c.inc(m, 1)));
+        },
+        &mut crdts_inc,
+    )
+    .print(
+        "ormap_counters_1k_apply",
+        "meridian::OrMap::update",
+        "crdts::Map",
+    );
+}
+
 criterion_group!(benches, awset_merge, ormap_counters, cart_merge);
 
 fn main() {
     sizes();
+    ormap_apply_paired();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
