@@ -92,7 +92,7 @@ impl CausalContext {
     }
 
     /// Records `d` as seen.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, d: Dot) {
         let prefix = self.vv.get(d.replica);
         if d.counter <= prefix {

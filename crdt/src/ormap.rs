@@ -215,7 +215,7 @@ impl<K: Ord + Clone + Debug> OrMap<K, CausalCounter> {
         dec: u64,
     ) -> Result<CounterDelta<K>, Error> {
         let delta = self.update(r, key, |c, m| c.update(m, inc, dec))?;
-        Ok(CounterDelta(Repr::Map(delta)))
+        Ok(CounterDelta(Repr::Map(Box::new(delta))))
     }
 
     #[inline]
@@ -265,8 +265,11 @@ impl<K: Ord + Clone + Debug> OrMap<K, CausalCounter> {
         self.cc.insert(dot);
         Ok(CounterDelta(Repr::One {
             key,
-            observed,
-            dot,
+            replica: r,
+            // A dot of counter 0 (malformed) is no dot to a context: recording it as none
+            // changes nothing.
+            observed: observed.map_or(0, |d| d.counter),
+            counter: dot.counter,
             value,
         }))
     }
@@ -284,14 +287,17 @@ pub struct CounterDelta<K>(Repr<K>);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Repr<K> {
+    /// Replica `replica` replaced its dot `observed` (0: it had none) at `key` by the fresh
+    /// dot `counter`, holding its running total `value`. Small, as it is moved around.
     One {
         key: K,
-        observed: Option<Dot>,
-        dot: Dot,
+        replica: ReplicaId,
+        observed: u64,
+        counter: u64,
         value: (u64, u64),
     },
     /// The rare state the inline form cannot describe: the general path's delta.
-    Map(OrMap<K, CausalCounter>),
+    Map(Box<OrMap<K, CausalCounter>>),
 }
 
 impl<K: Ord + Clone + Debug> CounterDelta<K> {
@@ -300,29 +306,29 @@ impl<K: Ord + Clone + Debug> CounterDelta<K> {
         match &self.0 {
             Repr::One {
                 key,
+                replica,
                 observed,
-                dot,
+                counter,
                 value,
             } => {
                 // Built in `DeltaContext`'s order: the observed dot, then the fresh one.
                 let mut cc = CausalContext::new();
-                if let Some(o) = observed {
-                    cc.insert(*o);
-                }
-                cc.insert(*dot);
+                cc.insert(Dot::new(*replica, *observed)); // nothing if 0
+                let dot = Dot::new(*replica, *counter);
+                cc.insert(dot);
                 OrMap {
-                    store: DotMap::single(key.clone(), CausalCounter::single(*dot, *value)),
+                    store: DotMap::single(key.clone(), CausalCounter::single(dot, *value)),
                     cc,
                 }
             }
-            Repr::Map(m) => m.clone(),
+            Repr::Map(m) => (**m).clone(),
         }
     }
 
     /// The map delta this stands for, by value.
     pub fn into_map(self) -> OrMap<K, CausalCounter> {
         match self.0 {
-            Repr::Map(m) => m,
+            Repr::Map(m) => *m,
             one => CounterDelta(one).to_map(),
         }
     }
