@@ -7,13 +7,20 @@
 //! * `VectorClock` compare and merge vs `crdts::VClock` at 4, 16 and 64 replicas;
 //! * `LamportClock::tick` vs a bare add.
 //!
+//! Before criterion, `Hlc::update` and uhlc's are also timed *paired* (alternating rounds,
+//! the ratio taken per round; see `common/mod.rs`) and printed as a `paired` line: criterion
+//! times one function after the other, so load from other users of the machine can skew
+//! its ratio, and the paired one shows whether it did.
+//!
 //! Run: `cargo bench --bench clocks` (or `cargo xtask bench --bench clocks`).
 
 use crdts::{CmRDT, CvRDT};
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use meridian::clocks::{CoarseSystemClock, Hlc, LamportClock, ReplicaId, SystemClock, VectorClock};
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod common;
 
 fn hlc_now(c: &mut Criterion) {
     let mut g = c.benchmark_group("hlc_now_1thread");
@@ -162,5 +169,29 @@ fn lamport(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Hlc::update` and uhlc's `update_with_timestamp`, paired (see `common::paired`).
+fn hlc_update_paired() {
+    let ours = Hlc::new(SystemClock, Duration::from_millis(500));
+    let remote = Hlc::new(SystemClock, Duration::from_millis(500)).now();
+    let theirs = uhlc::HLC::default();
+    let their_remote = uhlc::HLC::default().new_timestamp();
+    common::paired(
+        41,
+        100_000,
+        || {
+            let _ = black_box(ours.update(black_box(remote)));
+        },
+        || {
+            let _ = black_box(theirs.update_with_timestamp(black_box(&their_remote)));
+        },
+    )
+    .print("hlc_update", "meridian", "uhlc");
+}
+
 criterion_group!(benches, hlc_now, hlc_update, vclock, lamport);
-criterion_main!(benches);
+
+fn main() {
+    hlc_update_paired();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

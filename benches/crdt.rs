@@ -3,22 +3,29 @@
 //! | bench | peer | target |
 //! |---|---|---|
 //! | `awset_merge_10k`: merge two 10k-element replicas that diverged by 10% | `crdts::Orswot` | ≥ 5× faster |
-//! | `sizes`: bincode size of a 10k-element set built by 3 replicas (printed) | `crdts::Orswot` | ≤ 1/3 |
-//! | `ormap_counters_1k`: merge and apply on a map of 1k counters | `crdts::Map<_, PNCounter>` | ≥ 3× faster |
+//! | `sizes`: bincode size of a 10k-element set built by 3 replicas, own form and `DeltaKeyed` (printed) | `crdts::Orswot` | ≤ 1/3 |
+//! | `ormap_counters_1k_merge`: merge two maps of 1k counters that diverged by 100 ops | `crdts::Map<_, PNCounter>` | ≥ 3× faster |
+//! | `ormap_counters_1k_apply`: one increment (`OrMap::inc`, the allocation-free path; `update` shown too) | `crdts::Map<_, PNCounter>` | ≥ 3× faster |
 //! | `sizes`: cart `add` delta vs a 20-line cart (printed) | — | ≤ 48 bytes and ≥ 10× smaller |
 //! | `cart_merge_delta_50`: merge a single-line delta into a 50-line cart | — | < 1 µs |
 //!
-//! Sizes use bincode 2 with `config::standard()` (varint), the wire codec.
+//! Sizes use bincode 2 with `config::standard()` (varint), the wire codec. Before criterion,
+//! `OrMap::inc` and `crdts::Map` are also timed *paired* (alternating rounds, the ratio taken
+//! per round; see `common/mod.rs`) and printed as a `paired` line, which load from other
+//! users of the machine cannot skew the way it can skew criterion's one-after-the-other
+//! timings.
 //!
 //! Run: `cargo bench --bench crdt -- --warm-up-time 1 --measurement-time 3`.
 
 use crdts::{CmRDT, CvRDT};
 use criterion::{criterion_group, BatchSize, Criterion};
 use meridian::clocks::{HlcTimestamp, ReplicaId};
-use meridian::crdt::{AwSet, Cart, CausalCounter, Lattice, OrMap};
+use meridian::crdt::{AwSet, Cart, CausalCounter, DeltaKeyed, Lattice, OrMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
+
+mod common;
 
 const ELEMENTS: u64 = 10_000;
 const REPLICAS: u64 = 3;
@@ -184,10 +191,19 @@ fn ormap_counters(c: &mut Criterion) {
     });
     g.finish();
 
+    // One increment at one of the 1k keys, returning its delta. `inc` is the allocation-free
+    // small-delta path; `update` the general one (a closure returning the value's delta).
     let mut g = c.benchmark_group("ormap_counters_1k_apply");
     let mut o = ours[0].clone();
     let mut k = 0u64;
-    g.bench_function("meridian::OrMap<CausalCounter>", |b| {
+    g.bench_function("meridian::OrMap<CausalCounter>::inc", |b| {
+        b.iter(|| {
+            k = (k + 7) % 1_000;
+            black_box(o.inc(ReplicaId(1), k, 1))
+        })
+    });
+    let mut o = ours[0].clone();
+    g.bench_function("meridian::OrMap<CausalCounter>::update", |b| {
         b.iter(|| {
             k = (k + 7) % 1_000;
             black_box(o.update(ReplicaId(1), k, |c, m| c.inc(m, 1)))
@@ -241,11 +257,25 @@ fn cart_merge(c: &mut Criterion) {
 }
 
 fn sizes() {
-    let (ours, theirs) = base_sets();
+    let (mut ours, mut theirs) = base_sets();
     let (o, t) = (bincode_len(&ours[0]), bincode_len(&theirs[0]));
+    let k = bincode_len(&DeltaKeyed(&ours[0]));
     println!(
-        "size  awset 10k elements / 3 replicas: meridian::AwSet {o} B, crdts::Orswot {t} B, ratio {:.3}",
-        o as f64 / t as f64
+        "size  awset 10k elements / 3 replicas: meridian::AwSet {o} B (ratio {:.3}), \
+         DeltaKeyed<AwSet> {k} B (ratio {:.3}), crdts::Orswot {t} B",
+        o as f64 / t as f64,
+        k as f64 / t as f64,
+    );
+    // The same after 500 random adds (of new, unsequenced elements) and removes.
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    diverge(&mut ours[0], &mut theirs[0], 1, 500, &mut rng);
+    let (o, t) = (bincode_len(&ours[0]), bincode_len(&theirs[0]));
+    let k = bincode_len(&DeltaKeyed(&ours[0]));
+    println!(
+        "size  awset diverged by 500 random ops: meridian::AwSet {o} B (ratio {:.3}), \
+         DeltaKeyed<AwSet> {k} B (ratio {:.3}), crdts::Orswot {t} B",
+        o as f64 / t as f64,
+        k as f64 / t as f64,
     );
     let mut cart = cart_with_lines(20);
     let state = bincode_len(&cart);
@@ -256,10 +286,54 @@ fn sizes() {
     );
 }
 
+/// `ormap_counters_1k_apply`, paired: `OrMap::inc` against `crdts::Map` (and `update`
+/// against `crdts::Map`), one increment per call at keys 7 apart.
+fn ormap_apply_paired() {
+    let (ours, theirs) = counter_maps();
+    let (mut o, mut t) = (ours[0].clone(), theirs[0].clone());
+    let (mut i, mut j) = (0u64, 0u64);
+    let mut crdts_inc = move || {
+        j = (j + 7) % 1_000;
+        let ctx = t.read_ctx().derive_add_ctx(1);
+        let op = t.update(j, ctx, |v, ctx| v.inc(ctx.dot.actor));
+        t.apply(black_box(op));
+    };
+    common::paired(
+        41,
+        100_000,
+        || {
+            i = (i + 7) % 1_000;
+            let _ = black_box(o.inc(ReplicaId(1), i, 1));
+        },
+        &mut crdts_inc,
+    )
+    .print(
+        "ormap_counters_1k_apply",
+        "meridian::OrMap::inc",
+        "crdts::Map",
+    );
+    let mut o = ours[0].clone();
+    common::paired(
+        41,
+        100_000,
+        || {
+            i = (i + 7) % 1_000;
+            let _ = black_box(o.update(ReplicaId(1), i, |c, m| c.inc(m, 1)));
+        },
+        &mut crdts_inc,
+    )
+    .print(
+        "ormap_counters_1k_apply",
+        "meridian::OrMap::update",
+        "crdts::Map",
+    );
+}
+
 criterion_group!(benches, awset_merge, ormap_counters, cart_merge);
 
 fn main() {
     sizes();
+    ormap_apply_paired();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -92,11 +92,23 @@ impl CausalContext {
     }
 
     /// Records `d` as seen.
+    #[inline(always)]
     pub fn insert(&mut self, d: Dot) {
         let prefix = self.vv.get(d.replica);
         if d.counter <= prefix {
             return;
         }
+        // The common case inline: the next dot of a replica, with no cloud to fold.
+        if d.counter == prefix + 1 && self.cloud.is_empty() {
+            self.vv.observe(d.replica, d.counter);
+            return;
+        }
+        self.insert_beyond(d, prefix);
+    }
+
+    /// [`insert`](Self::insert) of a dot above `prefix`, its replica's prefix.
+    #[inline(never)]
+    fn insert_beyond(&mut self, d: Dot, prefix: u64) {
         if d.counter == prefix + 1 {
             self.vv.observe(d.replica, d.counter);
             if !self.cloud.is_empty() {
@@ -108,7 +120,11 @@ impl CausalContext {
     }
 
     /// The highest counter of `r` seen, in the prefix or the cloud.
+    #[inline]
     pub fn max_counter(&self, r: ReplicaId) -> u64 {
+        if self.cloud.is_empty() {
+            return self.vv.get(r);
+        }
         let cloud_max = self
             .cloud
             .range(Dot::new(r, 0)..=Dot::new(r, u64::MAX))

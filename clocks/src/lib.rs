@@ -73,8 +73,9 @@
 //!
 //! # Crate features
 //!
-//! None. The only dependency is `serde`; the crate needs no async runtime and no C
-//! toolchain.
+//! None. The dependencies are `serde` and, on Linux, `rustix` (pure Rust, no libc), through
+//! which [`SystemClock`] and `CoarseSystemClock` call `clock_gettime` in the vDSO; the crate
+//! needs no async runtime and no C toolchain.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

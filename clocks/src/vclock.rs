@@ -81,6 +81,7 @@ impl VectorClock {
     }
 
     /// Raises the counter of `r` to at least `counter` (the join with a single entry).
+    #[inline]
     pub fn observe(&mut self, r: ReplicaId, counter: u64) {
         if counter == 0 {
             return;

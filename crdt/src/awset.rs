@@ -46,6 +46,11 @@ use std::marker::PhantomData;
 /// consecutive counters of one replica: `[(replica, first_counter, [elements…])…]`. A set
 /// built by a few replicas is a few runs, so the dots cost almost nothing and an element
 /// costs its own encoding; `crdts::Orswot` spends a vector clock per element on top.
+///
+/// Integer-like elements ([`IntegerKey`]) can be sent smaller, as [`DeltaKeyed`]: the same
+/// runs, each element encoded as its difference from the previous one (about a byte per
+/// id for ids issued in sequence). That is an opt-in wrapper: this type's own encoding is
+/// the one above, whatever `T` is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AwSet<T> {
     store: DotMap<T, DotSet>,
@@ -296,6 +301,17 @@ impl<T: Serialize + Ord> Serialize for AwSet<T> {
             }
             .serialize(s);
         }
+        CompactRef {
+            cc: &self.cc,
+            runs: self.runs(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<T: Ord> AwSet<T> {
+    /// The elements in dot order, as runs of consecutive counters of one replica.
+    fn runs(&self) -> Vec<(ReplicaId, u64, Vec<&T>)> {
         let mut pairs: Vec<(Dot, &T)> = Vec::with_capacity(self.store.len());
         for (x, dots) in self.store.inner() {
             pairs.extend(dots.dots().iter().map(|d| (*d, x)));
@@ -314,7 +330,7 @@ impl<T: Serialize + Ord> Serialize for AwSet<T> {
                 _ => runs.push((d.replica, d.counter, vec![x])),
             }
         }
-        CompactRef { cc: &self.cc, runs }.serialize(s)
+        runs
     }
 }
 
@@ -331,19 +347,26 @@ impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for AwSet<T> {
             });
         }
         let c = Compact::<T>::deserialize(d)?;
+        AwSet::from_runs(c.cc, c.runs.0).map_err(D::Error::custom)
+    }
+}
+
+impl<T: Ord> AwSet<T> {
+    /// The set of the binary form's runs, checked as its `Deserialize` documents.
+    fn from_runs(cc: CausalContext, runs: Vec<Run<T>>) -> Result<AwSet<T>, &'static str> {
         let mut dots: BTreeMap<T, Vec<Dot>> = BTreeMap::new();
         let mut prev: Option<Dot> = None; // the last dot of the previous run
-        for (r, start, xs) in c.runs.0 {
+        for (r, start, xs) in runs {
             let len = xs.len() as u64;
             if start == 0 || len == 0 || prev.is_some_and(|p| Dot::new(r, start) <= p) {
-                return Err(D::Error::custom(
+                return Err(
                     "set runs must be non-empty, start at counter 1 or above, and be sorted without overlap",
-                ));
+                );
             }
             // The run's last dot is `start + len - 1`, which may be exactly u64::MAX.
             let last = start
                 .checked_add(len - 1)
-                .ok_or_else(|| D::Error::custom("set run runs past dot counter u64::MAX"))?;
+                .ok_or("set run runs past dot counter u64::MAX")?;
             prev = Some(Dot::new(r, last));
             for (i, x) in xs.into_iter().enumerate() {
                 // Runs come in dot order, so each element's dots arrive sorted.
@@ -358,7 +381,231 @@ impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for AwSet<T> {
             .collect();
         Ok(AwSet {
             store: DotMap::from_inner(store),
-            cc: c.cc,
+            cc,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The delta-keyed binary form, for integer-like elements.
+
+/// An element type that opts into [`DeltaKeyed`], the smaller binary form of an
+/// [`AwSet`]: an integer key of at most 64 bits, such as an id.
+///
+/// Implemented for the primitive integers; implement it for a newtype id to opt in. An
+/// [`AwSet<T>`] itself keeps its one encoding whatever `T` is: the compact form is chosen
+/// where the set is encoded, by wrapping it in [`DeltaKeyed`] (or with
+/// `#[serde(with = "meridian_crdt::awset::delta_keyed")]` on a field).
+///
+/// ```
+/// use meridian_crdt::awset::IntegerKey;
+/// #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// struct ProductId(u32);
+/// impl IntegerKey for ProductId {
+///     const BITS: u32 = 32;
+///     fn to_integer(&self) -> u64 {
+///         u64::from(self.0)
+///     }
+///     fn from_integer(v: u64) -> Option<Self> {
+///         u32::try_from(v).ok().map(ProductId)
+///     }
+/// }
+/// assert_eq!(ProductId::from_integer(ProductId(7).to_integer()), Some(ProductId(7)));
+/// ```
+pub trait IntegerKey: Ord + Clone + Debug {
+    /// The key's width in bits, 1 to 64. Deltas are taken modulo `2^BITS`, so that a delta
+    /// never encodes longer than the key itself would (give or take the sign bit).
+    const BITS: u32;
+    /// The key as an integer below `2^BITS`; distinct keys give distinct integers. Keys
+    /// that are close (ids issued in sequence) should give close integers: that is what
+    /// the encoding saves on.
+    fn to_integer(&self) -> u64;
+    /// The key of `to_integer`'s result, and `None` for an integer no key gives (decoding
+    /// rejects it).
+    fn from_integer(v: u64) -> Option<Self>;
+}
+
+macro_rules! integer_key {
+    ($($t:ty => $u:ty),* $(,)?) => {$(
+        impl IntegerKey for $t {
+            const BITS: u32 = <$u>::BITS;
+            #[inline]
+            fn to_integer(&self) -> u64 {
+                // Two's complement for the signed types: injective, and close keys stay
+                // close modulo 2^BITS.
+                u64::from(*self as $u)
+            }
+            #[inline]
+            fn from_integer(v: u64) -> Option<Self> {
+                <$u>::try_from(v).ok().map(|u| u as $t)
+            }
+        }
+    )*};
+}
+
+integer_key!(u8 => u8, u16 => u16, u32 => u32, u64 => u64, i8 => u8, i16 => u16, i32 => u32, i64 => u64);
+
+fn key_mask<T: IntegerKey>() -> u64 {
+    debug_assert!((1..=64).contains(&T::BITS));
+    u64::MAX >> (64 - T::BITS.clamp(1, 64))
+}
+
+/// The zigzag code of the `BITS`-bit difference `key - prev`: small steps either way give
+/// small codes, and every code is below `2^BITS`.
+fn delta_code<T: IntegerKey>(prev: u64, key: u64) -> u64 {
+    let mask = key_mask::<T>();
+    let delta = key.wrapping_sub(prev) & mask;
+    let half = mask / 2 + 1; // 2^(BITS-1)
+    if delta < half {
+        delta << 1
+    } else {
+        ((mask - delta) << 1) | 1
+    }
+}
+
+/// Inverts [`delta_code`]; `None` for a code of `BITS + 1` bits or more (no key gives it).
+fn from_delta_code<T: IntegerKey>(prev: u64, code: u64) -> Option<u64> {
+    let mask = key_mask::<T>();
+    if code > mask {
+        return None;
+    }
+    let delta = if code & 1 == 0 {
+        code >> 1
+    } else {
+        mask - (code >> 1)
+    };
+    Some(prev.wrapping_add(delta) & mask)
+}
+
+/// An [`AwSet`] of [`IntegerKey`] elements in the delta-keyed binary form: the same runs of
+/// consecutive dots as the set's own binary form, but each element is encoded as the
+/// difference from the previous element of its run (zigzag, modulo `2^BITS`), so a replica
+/// that adds ids in sequence pays about one byte per element. Human-readable formats (JSON)
+/// get the set's own form unchanged.
+///
+/// It is opt-in and the set's own encoding does not change: a peer decodes a `DeltaKeyed`
+/// where it was sent one. Decoding is bounded and checked as the set's own form (at most
+/// [`DECODE_DOTS_MAX`] dots, runs sorted without overlap), and rejects a code that no key
+/// gives.
+///
+/// ```
+/// use meridian_crdt::awset::DeltaKeyed;
+/// use meridian_crdt::{wire, AwSet};
+/// use meridian_clocks::ReplicaId;
+/// let cfg = bincode::config::standard();
+/// let mut set = AwSet::new();
+/// for id in 1_000_000u64..1_001_000 {
+///     set.add(ReplicaId(1), id)?;
+/// }
+/// let plain = bincode::serde::encode_to_vec(&set, cfg)?;
+/// let compact = bincode::serde::encode_to_vec(DeltaKeyed(&set), cfg)?;
+/// assert!(compact.len() * 4 < plain.len(), "{} vs {}", compact.len(), plain.len());
+///
+/// let limited = cfg.with_limit::<{ wire::DECODE_BYTES_MAX }>();
+/// let (back, _): (DeltaKeyed<AwSet<u64>>, usize) =
+///     bincode::serde::decode_from_slice(&compact, limited)?;
+/// assert_eq!(wire::accept(back)?.0, set);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeltaKeyed<S>(pub S);
+
+impl<T: IntegerKey + Serialize> Serialize for DeltaKeyed<&AwSet<T>> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        delta_keyed::serialize(self.0, s)
+    }
+}
+
+impl<T: IntegerKey + Serialize> Serialize for DeltaKeyed<AwSet<T>> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        delta_keyed::serialize(&self.0, s)
+    }
+}
+
+impl<'de, T: IntegerKey + Deserialize<'de>> Deserialize<'de> for DeltaKeyed<AwSet<T>> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        delta_keyed::deserialize(d).map(DeltaKeyed)
+    }
+}
+
+impl<T: IntegerKey> Validate for DeltaKeyed<AwSet<T>> {
+    fn validate(&self) -> Result<(), Error> {
+        self.0.validate()
+    }
+}
+
+impl<T: IntegerKey> Lattice for DeltaKeyed<AwSet<T>> {
+    fn merge(&mut self, other: &Self) {
+        self.0.merge(&other.0);
+    }
+}
+
+/// [`DeltaKeyed`] as a serde `with` module, for a field of type `AwSet<T: IntegerKey>`:
+/// `#[serde(with = "meridian_crdt::awset::delta_keyed")]`.
+pub mod delta_keyed {
+    use super::*;
+
+    /// Encodes `set` in the delta-keyed binary form (its own form if human-readable).
+    pub fn serialize<T, S>(set: &AwSet<T>, s: S) -> Result<S::Ok, S::Error>
+    where
+        T: IntegerKey + Serialize,
+        S: Serializer,
+    {
+        if s.is_human_readable() {
+            return set.serialize(s);
+        }
+        use serde::ser::Error as _;
+        let mut runs = Vec::new();
+        for (r, start, xs) in set.runs() {
+            let mut prev = 0;
+            let mut codes = Vec::with_capacity(xs.len());
+            for x in xs {
+                let key = x.to_integer();
+                if key > key_mask::<T>() {
+                    return Err(S::Error::custom(
+                        "IntegerKey::to_integer returned an integer wider than BITS",
+                    ));
+                }
+                codes.push(delta_code::<T>(prev, key));
+                prev = key;
+            }
+            runs.push((r, start, codes));
+        }
+        CompactCodes { cc: &set.cc, runs }.serialize(s)
+    }
+
+    /// Decodes the delta-keyed binary form (the set's own form if human-readable).
+    pub fn deserialize<'de, T, D>(d: D) -> Result<AwSet<T>, D::Error>
+    where
+        T: IntegerKey + Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        use serde::de::Error as _;
+        if d.is_human_readable() {
+            return AwSet::deserialize(d);
+        }
+        let c = Compact::<u64>::deserialize(d)?;
+        let mut runs = Vec::with_capacity(c.runs.0.len());
+        for (r, start, codes) in c.runs.0 {
+            let mut prev = 0;
+            let mut xs = Vec::with_capacity(codes.len());
+            for code in codes {
+                let key = from_delta_code::<T>(prev, code).ok_or_else(|| {
+                    D::Error::custom("set run element code is wider than the key type")
+                })?;
+                xs.push(T::from_integer(key).ok_or_else(|| {
+                    D::Error::custom("set run element is no key of the element type")
+                })?);
+                prev = key;
+            }
+            runs.push((r, start, xs));
+        }
+        AwSet::from_runs(c.cc, runs).map_err(D::Error::custom)
+    }
+
+    #[derive(Serialize)]
+    struct CompactCodes<'a> {
+        cc: &'a CausalContext,
+        runs: Vec<(ReplicaId, u64, Vec<u64>)>,
     }
 }

@@ -3,8 +3,12 @@
 
 use crate::dotstore::{DeltaContext, DotFun, DotStore};
 use crate::Error;
-use meridian_clocks::{CausalContext, Dot};
+use meridian_clocks::{CausalContext, Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
+
+/// A replica's entry in a [`CausalCounter`] (its index and dot, if it holds one) and its
+/// running `(increments, decrements)`.
+pub(crate) type OwnDot = (Option<(usize, Dot)>, (u64, u64));
 
 /// A counter whose state is a dot store (the "causal counter" of Almeida et al. 2018), so it
 /// can live inside an [`OrMap`](crate::OrMap) and be reset by a remove.
@@ -41,7 +45,12 @@ impl CausalCounter {
         Self::default()
     }
 
-    fn update(&self, m: &mut DeltaContext<'_>, inc: u64, dec: u64) -> Result<CausalCounter, Error> {
+    pub(crate) fn update(
+        &self,
+        m: &mut DeltaContext<'_>,
+        inc: u64,
+        dec: u64,
+    ) -> Result<CausalCounter, Error> {
         let r = m.replica();
         let (mut p, mut n) = (0u64, 0u64);
         for (d, (dp, dn)) in self.dots.entries() {
@@ -66,6 +75,42 @@ impl CausalCounter {
     /// Delta mutator: subtracts `k`. Fails only if the replica has no fresh dot left.
     pub fn dec(&self, m: &mut DeltaContext<'_>, k: u64) -> Result<CausalCounter, Error> {
         self.update(m, 0, k)
+    }
+
+    /// The dot replica `r` holds here (its index and the dot) and its running
+    /// `(increments, decrements)`, as [`inc`](Self::inc) observes them: `Some((None, (0,
+    /// 0)))` if it holds none, `None` if it holds two or more (a state no sequence of local
+    /// updates produces, though a valid one), which the caller leaves to the general path.
+    #[inline]
+    pub(crate) fn own_dot(&self, r: ReplicaId) -> Option<OwnDot> {
+        let mut own = None;
+        for (i, (d, v)) in self.dots.entries().iter().enumerate() {
+            if d.replica == r {
+                if own.is_some() {
+                    return None;
+                }
+                own = Some((i, *d, *v));
+            }
+        }
+        Some(match own {
+            Some((i, d, v)) => (Some((i, d)), v),
+            None => (None, (0, 0)),
+        })
+    }
+
+    /// Replaces the entry at index `old` (if any; from [`own_dot`](Self::own_dot)) by
+    /// `d ↦ value`, in place.
+    #[inline]
+    pub(crate) fn replace_own(&mut self, old: Option<usize>, d: Dot, value: (u64, u64)) {
+        self.dots.replace_entry(old, d, value);
+    }
+
+    /// The counter holding only `d ↦ value`.
+    #[inline]
+    pub(crate) fn single(d: Dot, value: (u64, u64)) -> Self {
+        CausalCounter {
+            dots: DotFun::single(d, value),
+        }
     }
 
     /// The value: the sum over live dots of increments minus decrements (exact in `i128`

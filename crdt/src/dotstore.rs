@@ -521,6 +521,28 @@ impl<V> DotFun<V> {
             .ok()
             .map(|i| &self.0[i].1)
     }
+
+    /// Drops the entry at index `old` (if any) and holds `d ↦ v` instead, keeping the
+    /// entries sorted: the in-place join of a one-dot delta whose context holds the dropped
+    /// dot and `d` and nothing else of this store (`d` is not held). When `d` sorts where
+    /// the dropped entry was (the next dot of the same replica, the common case) the entry
+    /// is overwritten without moving the others, so a counter update allocates nothing.
+    #[inline]
+    pub(crate) fn replace_entry(&mut self, old: Option<usize>, d: Dot, v: V) {
+        if let Some(i) = old.filter(|&i| i < self.0.len()) {
+            let after_prev = i == 0 || self.0[i - 1].0 < d;
+            let before_next = i + 1 == self.0.len() || d < self.0[i + 1].0;
+            if after_prev && before_next {
+                self.0[i] = (d, v);
+                return;
+            }
+            self.0.remove(i);
+        }
+        match self.0.binary_search_by(|(x, _)| x.cmp(&d)) {
+            Ok(i) => self.0[i] = (d, v),
+            Err(i) => self.0.insert(i, (d, v)),
+        }
+    }
 }
 
 impl<V: Clone + Debug + Ord> DotFun<V> {

@@ -51,6 +51,11 @@
 //! | [`OrMap`] | observed-remove map of causal values ([`CausalCounter`], [`DotSet`], [`DotFun`], nested [`DotMap`]) | one context for the whole map |
 //! | [`Cart`] | sku → quantity, with the cart table of `docs/CONTRACT.md` ("Cart semantics") | one context + one dot per live add/set; [`Cart::compact`] folds a replica's causally stable adds of a line into one |
 //!
+//! Two fast paths are opt-in: [`OrMap::inc`] / [`OrMap::dec`] update a counter without
+//! allocating (equal to `update` with [`CausalCounter::inc`], returning an inline
+//! [`CounterDelta`]), and [`DeltaKeyed`] encodes an [`AwSet`] of integer-like elements
+//! ([`IntegerKey`]) in about a byte per sequential id.
+//!
 //! The causal types ([`MvRegister`], [`AwSet`], [`OrMap`], [`Cart`]) are *dot stores* plus
 //! a [`CausalContext`](meridian_clocks::CausalContext) from `meridian-clocks`: a removal is
 //! the absence of a dot that the context has seen, so no tombstone is ever kept.
@@ -121,7 +126,7 @@ pub mod pncounter;
 /// The wire format and validation of remote input.
 pub mod wire;
 
-pub use awset::AwSet;
+pub use awset::{AwSet, DeltaKeyed, IntegerKey};
 pub use cart::{Cart, Entry, Snapshot};
 pub use ccounter::CausalCounter;
 pub use dotstore::{DeltaContext, DotFun, DotMap, DotSet, DotStore, DOT_COUNTER_MAX};
@@ -131,5 +136,5 @@ pub use gset::GSet;
 pub use lattice::{Lattice, Validate};
 pub use lww::LwwRegister;
 pub use mvreg::MvRegister;
-pub use ormap::OrMap;
+pub use ormap::{CounterDelta, OrMap};
 pub use pncounter::PNCounter;

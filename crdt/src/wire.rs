@@ -1,6 +1,8 @@
 //! The wire format: serde shapes, their version, and validation of what arrives.
 //!
-//! Every type of this crate derives serde, and that serde shape *is* the wire format.
+//! Every type of this crate derives serde, and that serde shape *is* the wire format. One
+//! alternative form exists, opted into by wrapping: [`DeltaKeyed`](crate::DeltaKeyed), a
+//! smaller binary form of an [`AwSet`](crate::AwSet) of integer-like elements.
 //! The crate itself depends on nothing but serde, so it names no binary codec; Meridian
 //! encodes with bincode 2 (`bincode::config::standard()`, varint integers) and uses JSON
 //! for humans. Frame each encoding with [`FORMAT_VERSION`](crate::wire::FORMAT_VERSION) and pass every decoded remote

@@ -3,8 +3,8 @@
 
 use meridian_clocks::{CausalContext, Dot, HlcTimestamp, ReplicaId};
 use meridian_crdt::{
-    wire, AwSet, Cart, CausalCounter, Error, GCounter, GSet, Lattice, LwwRegister, MvRegister,
-    OrMap, PNCounter, Snapshot, Validate,
+    wire, AwSet, Cart, CausalCounter, DeltaKeyed, Error, GCounter, GSet, IntegerKey, Lattice,
+    LwwRegister, MvRegister, OrMap, PNCounter, Snapshot, Validate,
 };
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -351,4 +351,187 @@ fn decoding_rejects_unsorted_dot_stores() {
 fn an_empty_context_is_valid() {
     assert_eq!(Cart::default().validate(), Ok(()));
     assert!(CausalContext::new().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// The delta-keyed binary form of `AwSet` (opt-in per element type, `IntegerKey`).
+
+/// Golden vectors of `DeltaKeyed`: its JSON is the set's own, its bincode the set's runs
+/// with each element as the zigzag difference from the previous one in its run.
+#[test]
+fn golden_awset_delta_keyed() {
+    // Runs (1, 1, [1000, 1001, 999]) and (2, 1, [7]): codes 2000, +1 → 2, −2 → 3; 7 → 14.
+    let mut a = AwSet::new();
+    for x in [1000u32, 1001, 999] {
+        a.add(R1, x).expect("fresh dot");
+    }
+    let mut b = AwSet::new();
+    b.add(R2, 7u32).expect("fresh dot");
+    a.merge(&b);
+    check(
+        &DeltaKeyed(a.clone()),
+        "02010302010002010103fbd00702030201010e",
+        r#"{"store":{"7":[{"replica":2,"counter":1}],"999":[{"replica":1,"counter":3}],"1000":[{"replica":1,"counter":1}],"1001":[{"replica":1,"counter":2}]},"cc":{"vv":[[1,3],[2,1]],"cloud":[]}}"#,
+    );
+    assert_eq!(
+        serde_json::to_string(&DeltaKeyed(&a)).expect("json"),
+        serde_json::to_string(&a).expect("json")
+    );
+    // The set's own encoding is unchanged by the opt-in.
+    assert_eq!(
+        hex(&encode(&a)),
+        "02010302010002010103fbe803fbe903fbe70302010107"
+    );
+
+    // Deltas wrap modulo 2^BITS: 250 is −6 from 0 (code 11), then 3 is +9 (code 18), not −247.
+    let mut s = AwSet::new();
+    s.add(R1, 250u8).expect("fresh dot");
+    s.add(R1, 3u8).expect("fresh dot");
+    check(
+        &DeltaKeyed(s),
+        "01010200010101020b12",
+        r#"{"store":{"3":[{"replica":1,"counter":2}],"250":[{"replica":1,"counter":1}]},"cc":{"vv":[[1,2]],"cloud":[]}}"#,
+    );
+    // Signed keys: −1 is one step below 0 (code 1), then +2 (code 4).
+    let mut s = AwSet::new();
+    s.add(R1, -1i32).expect("fresh dot");
+    s.add(R1, 1i32).expect("fresh dot");
+    check(
+        &DeltaKeyed(s),
+        "01010200010101020104",
+        r#"{"store":{"-1":[{"replica":1,"counter":1}],"1":[{"replica":1,"counter":2}]},"cc":{"vv":[[1,2]],"cloud":[]}}"#,
+    );
+}
+
+/// Hostile delta-keyed input: a code no key gives, a run claiming more dots than
+/// `DECODE_DOTS_MAX`, truncation and garbage are errors, never panics.
+#[test]
+fn delta_keyed_decode_is_bounded_and_validated() {
+    // (empty context, one run (1, 1, [code])): a u8 code must be below 256.
+    let run = |code: &[u8]| {
+        let mut b = vec![0, 0, 1, 1, 1, 1];
+        b.extend(code);
+        b
+    };
+    assert!(decode::<DeltaKeyed<AwSet<u8>>>(&run(&[0x14])).is_ok());
+    let err = decode::<DeltaKeyed<AwSet<u8>>>(&run(&[0xfb, 0x00, 0x02])).expect_err("512");
+    assert!(err.contains("wider than the key type"), "{err}");
+    assert!(decode::<DeltaKeyed<AwSet<u16>>>(&run(&[0xfb, 0x00, 0x02])).is_ok());
+    // A run claiming 2^21 elements is refused before any is read.
+    let claim = [0, 0, 1, 1, 1, 0xfc, 0, 0, 0x20, 0];
+    let err = decode::<DeltaKeyed<AwSet<u32>>>(&claim).expect_err("2^21 elements");
+    assert!(err.contains("DECODE_DOTS_MAX"), "{err}");
+    // Run order, overlap and empty runs are checked as in the set's own form.
+    let overlap = [0, 0, 2, 1, 1, 1, 2, 1, 1, 1, 4];
+    assert!(decode::<DeltaKeyed<AwSet<u32>>>(&overlap).is_err());
+    let mut s = AwSet::new();
+    for i in 0..10u32 {
+        s.add(ReplicaId(u64::from(i % 3)), 7 * i)
+            .expect("fresh dot");
+    }
+    let bytes = encode(&DeltaKeyed(&s));
+    for n in 0..bytes.len() {
+        assert!(
+            decode::<DeltaKeyed<AwSet<u32>>>(&bytes[..n]).is_err(),
+            "prefix of {n} bytes decoded"
+        );
+    }
+}
+
+/// An element type whose `to_integer` breaks its promise cannot encode silently wrong.
+#[test]
+fn delta_keyed_refuses_a_key_wider_than_bits() {
+    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+    struct Liar(u16);
+    impl IntegerKey for Liar {
+        const BITS: u32 = 8;
+        fn to_integer(&self) -> u64 {
+            u64::from(self.0)
+        }
+        fn from_integer(v: u64) -> Option<Self> {
+            u16::try_from(v).ok().map(Liar)
+        }
+    }
+    let mut s = AwSet::new();
+    s.add(R1, Liar(300)).expect("fresh dot");
+    assert!(bincode::serde::encode_to_vec(DeltaKeyed(&s), cfg()).is_err());
+}
+
+/// A set of `n` sequential ids added round robin by three replicas.
+fn sequential_ids<T: IntegerKey>(ids: impl Iterator<Item = T>) -> AwSet<T> {
+    let mut s = AwSet::new();
+    for (i, x) in ids.enumerate() {
+        s.add(ReplicaId(i as u64 % 3 + 1), x).expect("fresh dot");
+    }
+    s
+}
+
+#[test]
+fn delta_keyed_is_smaller_for_sequential_ids() {
+    let s = sequential_ids(0u64..10_000);
+    let (plain, compact) = (encode(&s).len(), encode(&DeltaKeyed(&s)).len());
+    assert!(compact * 2 < plain, "{compact} vs {plain}");
+    let s = sequential_ids(u64::MAX - 999..=u64::MAX);
+    let (plain, compact) = (encode(&s).len(), encode(&DeltaKeyed(&s)).len());
+    assert!(compact * 4 < plain, "{compact} vs {plain}");
+}
+
+/// Any reachable set of `T` round-trips through `DeltaKeyed`, in bincode and JSON.
+fn delta_keyed_round_trips<T>(ops: &[(u64, bool, T)]) -> Result<(), TestCaseError>
+where
+    T: IntegerKey + Serialize + DeserializeOwned,
+{
+    let mut reps: [AwSet<T>; 3] = Default::default();
+    for (i, (r, add, x)) in ops.iter().enumerate() {
+        let r = *r as usize;
+        if *add {
+            reps[r]
+                .add(ReplicaId(r as u64 + 1), x.clone())
+                .expect("fresh dot");
+        } else {
+            reps[r].remove(x);
+        }
+        if i % 5 == 0 {
+            let o = reps[r].clone();
+            reps[(r + 1) % 3].merge(&o);
+        }
+    }
+    for s in reps {
+        let back = decode::<DeltaKeyed<AwSet<T>>>(&encode(&DeltaKeyed(&s))).expect("bincode");
+        prop_assert_eq!(&back.0, &s);
+        let j = serde_json::to_string(&DeltaKeyed(&s)).expect("json");
+        prop_assert_eq!(
+            &serde_json::from_str::<DeltaKeyed<AwSet<T>>>(&j)
+                .expect("json")
+                .0,
+            &s
+        );
+        prop_assert_eq!(wire::accept(back).map(|b| b.0), Ok(s));
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn awset_delta_keyed_round_trips(
+        small in proptest::collection::vec((0u64..3, any::<bool>(), 0u16..40), 0..60),
+        bytes in proptest::collection::vec((0u64..3, any::<bool>(), any::<i8>()), 0..60),
+        wide in proptest::collection::vec((0u64..3, any::<bool>(), any::<u64>()), 0..30),
+        near_top in proptest::collection::vec((0u64..3, any::<bool>(), 0u64..20), 0..30),
+    ) {
+        delta_keyed_round_trips(&small)?;
+        delta_keyed_round_trips(&bytes)?;
+        delta_keyed_round_trips(&wide)?;
+        let near_top: Vec<_> = near_top.into_iter().map(|(r, a, x)| (r, a, u64::MAX - x)).collect();
+        delta_keyed_round_trips(&near_top)?;
+        let signed: Vec<_> = small.iter().map(|(r, a, x)| (*r, *a, i64::from(*x) - 20)).collect();
+        delta_keyed_round_trips(&signed)?;
+    }
+
+    #[test]
+    fn delta_keyed_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+        poke::<DeltaKeyed<AwSet<u32>>>(&bytes, &DeltaKeyed(AwSet::new()));
+        poke::<DeltaKeyed<AwSet<u8>>>(&bytes, &DeltaKeyed(AwSet::new()));
+        poke::<DeltaKeyed<AwSet<i64>>>(&bytes, &DeltaKeyed(AwSet::new()));
+    }
 }

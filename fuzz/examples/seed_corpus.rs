@@ -67,6 +67,14 @@ fn main() -> std::io::Result<()> {
     total += write(&dir("crdt_mvreg"), &seeds::mv_registers())?;
     total += write(&dir("crdt_awset"), &seeds::awsets())?;
     total += write(&dir("crdt_awset").join("unit"), &seeds::awsets_of_unit())?;
+    total += write(
+        &dir("crdt_awset").join("delta_keyed"),
+        &seeds::awsets_delta_keyed(),
+    )?;
+    total += write(
+        &dir("crdt_awset").join("delta_keyed_u8"),
+        &seeds::awsets_delta_keyed_u8(),
+    )?;
     total += write(&dir("crdt_ormap"), &seeds::ormaps())?;
     total += write(&dir("crdt_ormap").join("nested"), &seeds::nested_ormaps())?;
     total += write(&dir("crdt_ormap").join("dotfun"), &seeds::dotfun_ormaps())?;

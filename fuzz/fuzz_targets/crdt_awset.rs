@@ -1,4 +1,5 @@
-//! `AwSet` from the wire, of `u32` and of the zero-sized `()`: accept, then the lattice laws
+//! `AwSet` from the wire, of `u32` and of the zero-sized `()`, and in the delta-keyed form
+//! (`DeltaKeyed`) of `u32` and of `u8` (whose deltas wrap): accept, then the lattice laws
 //! with valid sets.
 #![no_main]
 
@@ -8,4 +9,6 @@ use meridian_fuzz::{check_lattice, seeds};
 fuzz_target!(|data: &[u8]| {
     check_lattice(data, &seeds::awsets());
     check_lattice(data, &seeds::awsets_of_unit());
+    check_lattice(data, &seeds::awsets_delta_keyed());
+    check_lattice(data, &seeds::awsets_delta_keyed_u8());
 });

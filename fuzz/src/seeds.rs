@@ -4,8 +4,8 @@
 
 use meridian_clocks::{CausalContext, Dot, HlcTimestamp, LamportTimestamp, ReplicaId, VectorClock};
 use meridian_crdt::{
-    AwSet, Cart, CausalCounter, DotFun, DotMap, DotSet, GCounter, GSet, Lattice, LwwRegister,
-    MvRegister, OrMap, PNCounter, Snapshot,
+    AwSet, Cart, CausalCounter, DeltaKeyed, DotFun, DotMap, DotSet, GCounter, GSet, Lattice,
+    LwwRegister, MvRegister, OrMap, PNCounter, Snapshot,
 };
 
 const R1: ReplicaId = ReplicaId(1);
@@ -123,6 +123,24 @@ pub fn awsets_of_unit() -> Vec<AwSet<()>> {
         &|s| s.add(R2, ()),
         &|s| Ok(s.remove(&())),
     ])
+}
+
+/// The same sets in the delta-keyed binary form.
+pub fn awsets_delta_keyed() -> Vec<DeltaKeyed<AwSet<u32>>> {
+    awsets().into_iter().map(DeltaKeyed).collect()
+}
+
+/// Delta-keyed sets of `u8`, whose deltas wrap modulo 256 (250, then 3, then 251).
+pub fn awsets_delta_keyed_u8() -> Vec<DeltaKeyed<AwSet<u8>>> {
+    history_try(&[
+        &|s: &mut AwSet<u8>| s.add(R1, 250),
+        &|s| s.add(R1, 3),
+        &|s| s.add(R2, 251),
+        &|s| Ok(s.remove(&3)),
+    ])
+    .into_iter()
+    .map(DeltaKeyed)
+    .collect()
 }
 
 /// Observed-remove maps of causal counters.
