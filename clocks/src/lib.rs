@@ -73,9 +73,9 @@
 //!
 //! # Crate features
 //!
-//! None. The dependencies are `serde` and, on Linux, `rustix` (pure Rust, no libc), through
-//! which [`SystemClock`] and `CoarseSystemClock` call `clock_gettime` in the vDSO; the crate
-//! needs no async runtime and no C toolchain.
+//! None. The dependencies are `serde` and, on Linux, `rustix` (with its libc backend), through
+//! which [`SystemClock`] and `CoarseSystemClock` call libc's `clock_gettime` (so that
+//! libfaketime still fakes them); the crate needs no async runtime and no C toolchain.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -39,8 +39,8 @@ impl<T: PhysicalClock + ?Sized> PhysicalClock for Box<T> {
 /// The operating system's real-time clock (`CLOCK_REALTIME`, what `SystemTime::now` reads).
 /// A time before 1970 reads as 0.
 ///
-/// On Linux it calls `clock_gettime` through the vDSO directly (rustix) and converts the
-/// `timespec` to milliseconds itself: `SystemTime::now().duration_since(UNIX_EPOCH)` reads
+/// On Linux it calls libc's `clock_gettime` (through rustix's safe API; libc's, so that
+/// libfaketime can still fake it) and converts the `timespec` to milliseconds itself: `SystemTime::now().duration_since(UNIX_EPOCH)` reads
 /// the same clock but spends about a fifth of an `Hlc::update` on its out-of-line
 /// `Duration` subtraction. Elsewhere it is `SystemTime`.
 ///
