@@ -148,6 +148,7 @@ impl Writer {
                 syncer.start_sync(req);
             }
             self.metrics.set_node_gauges(replica.node());
+            self.metrics.set_compaction(&replica.compaction_status(now));
             self.transmit(&mut replica, now);
             self.drain_events(&mut replica);
             self.metrics.set_anti_entropy(replica.peers());
@@ -157,7 +158,6 @@ impl Writer {
                 self.metrics
                     .unstable_writes
                     .set(i64::try_from(unstable).unwrap_or(i64::MAX));
-                self.metrics.set_compaction(&replica.compaction_status(now));
             }
             if now >= next_sweep {
                 next_sweep = now + IDEMPOTENCY_SWEEP_INTERVAL;
