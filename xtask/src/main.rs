@@ -27,7 +27,9 @@
 //! skip.
 
 mod bench_node;
+mod bench_report;
 mod fuzz;
+mod plot;
 
 use std::env;
 use std::path::PathBuf;
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         "demo" => setup().and_then(|()| demo(&rest)),
         "bench" => cargo(&[&["bench", "-p", "meridian"], &strs(&rest)[..]].concat()),
         "bench-node" => setup().and_then(|()| bench_node::bench_node(&rest)),
+        "bench-report" => setup().and_then(|()| bench_report::bench_report(&rest)),
         "fuzz" => fuzz::fuzz(&workspace_root(), &rest),
         "chaos" => setup().and_then(|()| chaos(&rest)),
         "setup" => setup(),
