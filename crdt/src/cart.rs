@@ -5,7 +5,7 @@ use crate::dotstore::{
     join_map, merge_context, validate_causal, DeltaContext, DotFun, DotMap, DotStore,
 };
 use crate::{Error, Lattice, Validate};
-use meridian_clocks::{CausalContext, Dot, HlcTimestamp, ReplicaId};
+use meridian_clocks::{CausalContext, Dot, HlcTimestamp, ReplicaId, VectorClock};
 use serde::{Deserialize, Serialize};
 
 /// One event on a cart line, named by its dot.
@@ -225,6 +225,103 @@ impl Cart {
             cc: snapshot.observed.clone(),
         };
         self.merge(&delta);
+        delta
+    }
+
+    /// Coalesces causally stable adds: per line and per replica `r`, the live
+    /// [`Add`](Entry::Add)s of `r` whose dot counter is at most `stable.get(r)` become one
+    /// `Add` of their sum, kept at the newest of their dots. Returns the **compaction
+    /// delta** (already applied here; empty if there was nothing to coalesce), to be
+    /// replicated like any other delta.
+    ///
+    /// After it, a line holds at most one stable `Add` per replica, plus what is not yet
+    /// stable: O(replicas) rather than O(adds). The view ([`lines`](Self::lines),
+    /// [`quantity`](Self::quantity)) does not change.
+    ///
+    /// # The condition the caller must meet: causal stability
+    ///
+    /// `stable` may name, for replica `r`, counter `c` only if **no operation that observed
+    /// some but not all of `r`'s dots up to `c` can still arrive here**: every replica has
+    /// applied them, and this replica has applied every operation any replica made before
+    /// it had. (Meridian's replication layer computes this from per-origin progress; see
+    /// `Replica::stable_progress` in meridian-cart-store-core.) Then every operation still
+    /// to come drops either all of a coalesced group or none of it, which is exactly what
+    /// dropping the one dot that now stands for the group does.
+    ///
+    /// Why the delta must replicate: another replica may still hold the group's dots
+    /// separately, and a later remove made here names only the dot that stands for them.
+    /// The compaction delta's context holds every coalesced dot and its store the sum under
+    /// the newest one (a join keeps the larger payload of a dot both sides hold), so a
+    /// replica that merges it, in any order with anything else, drops the separate dots and
+    /// keeps the sum. A replica that has not yet received a remove the compactor had
+    /// applied then sees that remove's effect on the group early (the sum reflects it);
+    /// nothing is lost or resurrected, and every replica converges to the same state.
+    ///
+    /// Calling it with a frontier that is not stable loses adds or resurrects removed ones:
+    /// `tests/cart.rs` shows a remove delivered after such a compaction doing both.
+    ///
+    /// ```
+    /// use meridian_crdt::{Cart, Lattice};
+    /// use meridian_clocks::{ReplicaId, VectorClock};
+    /// let r = ReplicaId(1);
+    /// let mut cart = Cart::default();
+    /// for _ in 0..1_000 {
+    ///     cart.add(r, "tea", 1)?;
+    /// }
+    /// let mut elsewhere = cart.clone(); // another region, holding the 1,000 dots too
+    /// let mut stable = VectorClock::new();
+    /// stable.observe(r, 1_000); // every region has applied all 1,000 adds
+    /// let delta = cart.compact(&stable);
+    /// assert_eq!((cart.quantity("tea"), cart.entries("tea").len()), (1_000, 1));
+    /// elsewhere.merge(&delta);
+    /// assert_eq!(elsewhere, cart);
+    /// # Ok::<(), meridian_crdt::Error>(())
+    /// ```
+    pub fn compact(&mut self, stable: &VectorClock) -> Cart {
+        let mut delta = Cart::default();
+        for (sku, line) in self.lines.iter() {
+            // Entries are sorted by dot, so one replica's are contiguous and in counter
+            // order: each group is a run.
+            let entries = line.entries();
+            let mut i = 0;
+            let mut out: Vec<(Dot, Entry)> = Vec::new();
+            while i < entries.len() {
+                let r = entries[i].0.replica;
+                let frontier = stable.get(r);
+                let mut group: Vec<Dot> = Vec::new();
+                let mut sum = 0u64;
+                while i < entries.len() && entries[i].0.replica == r {
+                    if let (d, Entry::Add(n)) = entries[i] {
+                        if d.counter <= frontier {
+                            group.push(d);
+                            sum += u64::from(n);
+                        }
+                    }
+                    i += 1;
+                }
+                // A sum past u32::MAX cannot be one entry: leave that group as it is
+                // (only merged lines far past the node's caps can reach it).
+                let (Some(&newest), Ok(sum)) = (group.last(), u32::try_from(sum)) else {
+                    continue;
+                };
+                if group.len() < 2 {
+                    continue;
+                }
+                for d in group {
+                    delta.cc.insert(d);
+                }
+                out.push((newest, Entry::Add(sum)));
+            }
+            if !out.is_empty() {
+                delta
+                    .lines
+                    .inner_mut()
+                    .insert(sku.clone(), DotFun::from_sorted(out));
+            }
+        }
+        if !delta.is_empty() {
+            self.merge(&delta);
+        }
         delta
     }
 

@@ -494,7 +494,6 @@ impl<V> DotFun<V> {
     }
 
     /// From entries already strictly sorted by dot (the caller checks).
-    #[cfg(test)]
     pub(crate) fn from_sorted(v: Vec<(Dot, V)>) -> Self {
         debug_assert!(strictly_sorted(&v, |e| e.0));
         DotFun(v)

@@ -3,7 +3,7 @@
 
 mod scenario;
 
-use meridian_clocks::{HlcTimestamp, ReplicaId};
+use meridian_clocks::{HlcTimestamp, ReplicaId, VectorClock};
 use meridian_crdt::{Cart, Lattice, Validate};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -246,4 +246,195 @@ proptest! {
         prop_assert_eq!(all.lines(), model_lines(&log, &everything));
         prop_assert!(all.validate().is_ok());
     }
+}
+
+/// The counter up to which replica `q`'s dots are causally stable at replica `x`: every
+/// replica has seen the ops that created them, and every op `x` has not yet seen observed
+/// them. (Ops of one replica create its dots in counter order.)
+fn stable_frontier(
+    log: &[Op],
+    dots: &[Option<meridian_clocks::Dot>],
+    seen: &[BTreeSet<usize>; 3],
+    x: usize,
+) -> meridian_clocks::VectorClock {
+    let mut f = meridian_clocks::VectorClock::new();
+    for q in 0..3u64 {
+        let q = ReplicaId(q + 1);
+        let mut c = 0;
+        for (o, d) in dots.iter().enumerate() {
+            let Some(d) = d.filter(|d| d.replica == q) else {
+                continue;
+            };
+            let everywhere = seen.iter().all(|s| s.contains(&o));
+            let observed_by_all_unseen =
+                (0..log.len()).all(|u| seen[x].contains(&u) || log[u].observed.contains(&o));
+            if !(everywhere && observed_by_all_unseen) {
+                break;
+            }
+            c = d.counter;
+        }
+        f.observe(q, c);
+    }
+    f
+}
+
+#[derive(Clone, Debug)]
+enum CStep {
+    Op(usize, Kind),
+    Merge(usize, usize),
+    Compact(usize),
+}
+
+fn arb_compaction_steps() -> impl Strategy<Value = Vec<CStep>> {
+    let step = prop_oneof![
+        4 => (0usize..3, arb_kind()).prop_map(|(r, k)| CStep::Op(r, k)),
+        3 => (0usize..3, 0usize..3).prop_map(|(a, b)| CStep::Merge(a, b)),
+        2 => (0usize..3).prop_map(CStep::Compact),
+    ];
+    proptest::collection::vec(step, 0..60)
+}
+
+proptest! {
+    /// Compaction at causal stability, at any replica and any time, never changes any
+    /// replica's view: on random histories of three replicas (ops, merges in any order,
+    /// compactions with the true stable frontier), every replica's `lines()` equal the
+    /// reference model's after every step, the compacted states validate, and they converge.
+    #[test]
+    fn compaction_at_causal_stability_keeps_every_view(steps in arb_compaction_steps()) {
+        let mut log: Vec<Op> = Vec::new();
+        let mut dots: Vec<Option<meridian_clocks::Dot>> = Vec::new();
+        let mut seen: [BTreeSet<usize>; 3] = Default::default();
+        let mut carts: [Cart; 3] = Default::default();
+        for step in &steps {
+            match step {
+                CStep::Op(r, kind) => {
+                    let rid = ReplicaId(*r as u64 + 1);
+                    let cart = &mut carts[*r];
+                    let delta = match *kind {
+                        Kind::Add { sku, n } => cart.add(rid, SKUS[sku], n).expect("fresh dot"),
+                        Kind::Set { sku, n, ts: t } => cart.set(rid, ts(t), SKUS[sku], n).expect("fresh dot"),
+                        Kind::Remove { sku } => cart.remove(SKUS[sku]),
+                        Kind::Clear => cart.clear(),
+                        Kind::Checkout => {
+                            let snap = cart.snapshot();
+                            cart.checkout(&snap)
+                        }
+                    };
+                    let fresh = delta.lines().iter().flat_map(|(s, _)| delta.entries(s)).map(|(d, _)| *d).next();
+                    log.push(Op { replica: rid, kind: kind.clone(), observed: seen[*r].clone() });
+                    dots.push(fresh);
+                    seen[*r].insert(log.len() - 1);
+                }
+                CStep::Merge(a, b) => {
+                    let from = carts[*a].clone();
+                    carts[*b].merge(&from);
+                    let s = seen[*a].clone();
+                    seen[*b].extend(s);
+                }
+                CStep::Compact(x) => {
+                    let f = stable_frontier(&log, &dots, &seen, *x);
+                    let before = carts[*x].clone();
+                    let delta = carts[*x].compact(&f);
+                    prop_assert!(delta.validate().is_ok());
+                    prop_assert!(carts[*x].validate().is_ok());
+                    let mut via_delta = before.clone();
+                    via_delta.merge(&delta);
+                    prop_assert_eq!(&via_delta, &carts[*x], "compact == merge(its delta)");
+                    prop_assert_eq!(before.lines(), carts[*x].lines(), "compaction changed the view");
+                }
+            }
+            for r in 0..3 {
+                prop_assert_eq!(carts[r].lines(), model_lines(&log, &seen[r]), "replica {}", r);
+            }
+        }
+        let mut all = Cart::default();
+        for c in &carts {
+            all.merge(c);
+        }
+        let everything: BTreeSet<usize> = (0..log.len()).collect();
+        prop_assert_eq!(all.lines(), model_lines(&log, &everything));
+        prop_assert!(all.validate().is_ok());
+    }
+}
+
+/// Three regions: a remove in tokyo observed the first of virginia's two adds, and is
+/// still on its way to frankfurt. Compacting both adds there only once they are stable
+/// keeps the answer; compacting them at once (the frontier of what frankfurt has applied,
+/// not what is stable) makes the late remove miss, and the removed add comes back.
+#[test]
+fn compaction_before_stability_resurrects_a_removed_add() {
+    let (v, t, f) = (ReplicaId(1), ReplicaId(2), ReplicaId(3));
+    let mut virginia = Cart::default();
+    virginia.add(v, "tea", 1).expect("fresh dot");
+    let mut tokyo = virginia.clone();
+    let mut frankfurt = virginia.clone();
+    let late_remove = tokyo.remove("tea"); // observed the first add only
+    virginia.add(v, "tea", 1).expect("fresh dot");
+    frankfurt.merge(&virginia);
+    let _ = (t, f);
+    // The truth: the first add is removed, the second (unseen by the remove) stays.
+    let mut truth = frankfurt.clone();
+    truth.merge(&late_remove);
+    assert_eq!(truth.quantity("tea"), 1);
+
+    // Stable at frankfurt: counter 1 (tokyo has it, and the unseen remove observed it).
+    let mut stable = VectorClock::new();
+    stable.observe(v, 1);
+    let mut right = frankfurt.clone();
+    assert!(
+        right.compact(&stable).is_empty(),
+        "one stable add: nothing to coalesce"
+    );
+    right.merge(&late_remove);
+    assert_eq!(right.quantity("tea"), 1);
+
+    // The planted bug: what frankfurt has applied is not stable.
+    let mut applied = VectorClock::new();
+    applied.observe(v, 2);
+    let mut wrong = frankfurt.clone();
+    assert!(!wrong.compact(&applied).is_empty());
+    wrong.merge(&late_remove);
+    assert_eq!(wrong.quantity("tea"), 2, "the removed add came back");
+}
+
+/// What compaction is for: 10,000 adds of one sku spread over three regions, merged, then
+/// compacted once stable, hold one entry per region instead of 10,000.
+#[test]
+fn ten_thousand_adds_compact_to_one_entry_per_region() {
+    let regions = [ReplicaId(1), ReplicaId(2), ReplicaId(3)];
+    let mut carts: [Cart; 3] = Default::default();
+    for i in 0..10_000usize {
+        let r = i % 3;
+        let delta = carts[r].add(regions[r], "tea", 1).expect("fresh dot");
+        for (j, c) in carts.iter_mut().enumerate() {
+            if j != r {
+                c.merge(&delta);
+            }
+        }
+    }
+    let size = |c: &Cart| {
+        bincode::serde::encode_to_vec(c, bincode::config::standard())
+            .expect("encodes")
+            .len()
+    };
+    let before = size(&carts[0]);
+    assert_eq!(carts[0].entries("tea").len(), 10_000);
+    let stable = carts[0].context().version_vector().clone();
+    let mut deltas = Vec::new();
+    for c in carts.iter_mut() {
+        deltas.push(c.compact(&stable));
+    }
+    for c in carts.iter_mut() {
+        for d in &deltas {
+            c.merge(d);
+        }
+    }
+    assert!(carts.iter().all(|c| *c == carts[0]));
+    assert_eq!(carts[0].quantity("tea"), 10_000);
+    assert_eq!(carts[0].entries("tea").len(), 3);
+    let after = size(&carts[0]);
+    println!(
+        "cart of one sku after 10,000 adds over 3 regions: {before} bytes, compacted {after} bytes"
+    );
+    assert!(after < 100, "{after} bytes");
 }
