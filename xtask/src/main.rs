@@ -68,7 +68,8 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|bench-report|fuzz|chaos|setup> [ARGS]
+const USAGE: &str =
+    "usage: cargo xtask <test|demo|bench|bench-node|bench-report|fuzz|chaos|setup> [ARGS]
   test   check prerequisites, then run every test in the workspace
   demo   check prerequisites, then run the demo
   bench  run the criterion benches of the root package (release profile)
