@@ -48,8 +48,8 @@ const USAGE: &str = "usage: cargo xtask bench-report [FLAGS]
   --quick                 a shorter pass: criterion 0.5 s warm-up and 1 s measurement, 5 s
                           per bench-node target, 100 and 1,000 carts and adds
   --warm-up-secs S        criterion warm-up per benchmark (default 1)
-  --measurement-secs S    criterion measurement per benchmark (default 2)
-  --node-secs N           cart-load duration per bench-node target (default 10)
+  --measurement-secs S    criterion measurement per benchmark (default 3)
+  --node-secs N           cart-load duration per bench-node target (default 15)
   --node-concurrency N    cart-load clients (default 64)
   --heal-carts N,N,...    divergent carts per convergence point (default 100,1000,10000)
   --heal-timeout-secs S   bound of every wait in a convergence point (default 120)
@@ -63,8 +63,8 @@ impl Params {
     fn parse(args: &[String]) -> Result<Params, String> {
         let mut p = Params {
             warm_up_secs: 1.0,
-            measurement_secs: 2.0,
-            node_secs: 10,
+            measurement_secs: 3.0,
+            node_secs: 15,
             node_concurrency: 64,
             heal_carts: vec![100, 1_000, 10_000],
             heal_timeout_secs: 120,
