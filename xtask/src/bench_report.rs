@@ -261,8 +261,6 @@ fn run_criterion(
 ) -> Result<CriterionResults, String> {
     let started = SystemTime::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let log =
-        std::fs::File::create(log_dir.join("criterion.stderr.log")).map_err(|e| e.to_string())?;
     let mut child = Command::new(&cargo)
         .args([
             "bench", "-p", "meridian", "--bench", "clocks", "--bench", "crdt", "--",
@@ -271,28 +269,39 @@ fn run_criterion(
         .args(["--measurement-time", &p.measurement_secs.to_string()])
         .current_dir(crate::workspace_root())
         .stdout(Stdio::piped())
-        .stderr(log)
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run cargo bench: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout from cargo bench")?;
+    let stderr = child.stderr.take().ok_or("no stderr from cargo bench")?;
     let mut out_log =
         std::fs::File::create(log_dir.join("criterion.stdout.log")).map_err(|e| e.to_string())?;
+    let mut err_log =
+        std::fs::File::create(log_dir.join("criterion.stderr.log")).map_err(|e| e.to_string())?;
     let mut results = CriterionResults::default();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| e.to_string())?;
+    std::thread::scope(|scope| {
+        // The results and the crdt bench's size lines arrive on stdout...
+        let sizes = &mut results.size_lines;
+        scope.spawn(move || {
+            use std::io::Write as _;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(out_log, "{line}");
+                if let Some(size) = line.strip_prefix("size  ") {
+                    sizes.push(size.to_owned());
+                }
+            }
+        });
+        // ...and criterion's "Benchmarking NAME: ..." progress on stderr.
         use std::io::Write as _;
-        let _ = writeln!(out_log, "{line}");
-        if let Some(rest) = line.strip_prefix("Benchmarking ") {
-            if let Some(name) = rest.split(':').next() {
-                bar.set_message(format!("criterion: {name}"));
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(err_log, "{line}");
+            if let Some(rest) = line.strip_prefix("Benchmarking ") {
+                if let Some(name) = rest.split(':').next() {
+                    bar.set_message(format!("criterion: {name}"));
+                }
             }
         }
-        if line.starts_with("size  ") {
-            results
-                .size_lines
-                .push(line.trim_start_matches("size  ").to_owned());
-        }
-    }
+    });
     let status = child.wait().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!(
@@ -371,6 +380,7 @@ struct HealPoint {
     write_secs: f64,
     reconnect_secs: f64,
     converge_secs: f64,
+    poll_round_max_secs: f64,
     divergent_after: u64,
     anti_entropy_sessions: u64,
 }
@@ -775,7 +785,7 @@ impl Report<'_> {
                     let path = self.svg_dir.join("criterion.svg");
                     plot::ratio_bars(
                         &path,
-                        "meridian against its peer (peer time / meridian time)",
+                        "meridian against its peer in the same run (medians)",
                         &bars,
                     )?;
                     let _ = writeln!(
@@ -826,10 +836,10 @@ impl Report<'_> {
         if with_peer {
             let _ = writeln!(
                 w,
-                "| benchmark | n | median | {:.0}% CI | against `{peer}` |",
+                "| benchmark | n | median | {:.0}% CI | time / `{peer}`'s | against `{peer}` |",
                 rows[0].1.confidence * 100.0
             );
-            let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
         } else {
             let _ = writeln!(
                 w,
@@ -851,7 +861,7 @@ impl Report<'_> {
             let ci = format!("{} – {}", ns(e.lower), ns(e.upper));
             if with_peer {
                 let ratio = if f == peer {
-                    "(peer)".to_owned()
+                    "1.00 | (the peer)".to_owned()
                 } else {
                     match c.get(group, peer, v) {
                         Some(pe) => {
@@ -869,12 +879,12 @@ impl Report<'_> {
                                 ));
                             }
                             format!(
-                                "{} ({:.2}×)",
-                                speed_ratio(pe.median, e.median),
-                                e.median / pe.median
+                                "{:.2} | {}",
+                                e.median / pe.median,
+                                speed_ratio(pe.median, e.median)
                             )
                         }
-                        None => "n/a: no peer result".to_owned(),
+                        None => "n/a | no peer result".to_owned(),
                     }
                 };
                 let _ = writeln!(w, "| `{f}` | {n} | {} | {ci} | {ratio} |", ns(e.median));
@@ -886,11 +896,17 @@ impl Report<'_> {
             if let Some(bare) = c.get(group, "SystemTime::now", "") {
                 for f in ["meridian", "meridian (coarse clock)", "uhlc"] {
                     if let Some(e) = c.get(group, f, "") {
+                        let diff = e.median - bare.median;
                         let _ = writeln!(
                             w,
-                            "\n`{f}` costs {:.2}× a bare `SystemTime::now` ({} over it).",
+                            "\n`{f}` costs {:.2}× a bare `SystemTime::now` ({} {} it).",
                             e.median / bare.median,
-                            ns(e.median - bare.median)
+                            ns(diff.abs()),
+                            if diff >= 0.0 {
+                                "more than"
+                            } else {
+                                "less than"
+                            }
                         );
                     }
                 }
@@ -1046,7 +1062,8 @@ impl Report<'_> {
              one sku to each and virginia or frankfurt another, so all N differ between the \
              sides; then the link heals, and the time runs until every region has applied the \
              same writes of every origin and the three digest roots are equal (polled every \
-             10 ms on `GET /replication`). Afterwards every cart is read in every region and \
+             10 ms on `GET /replication`; a poll round takes longer while the nodes are busy \
+             applying, and the longest one is the resolution of the times). Afterwards every cart is read in every region and \
              must be identical and hold both adds.\n"
         );
         let _ = writeln!(w, "{prov}");
@@ -1062,14 +1079,15 @@ impl Report<'_> {
         let _ = writeln!(
             w,
             "| divergent carts | writes in the partition | links up after | converged after | \
-             × the {}-cart time | per 1,000 carts | differing after | anti-entropy sessions |",
+             × the {}-cart time | per 1,000 carts | resolution (longest poll round) | \
+             differing after | anti-entropy sessions |",
             base.carts
         );
-        let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for pt in points {
             let _ = writeln!(
                 w,
-                "| {} | {} ({:.2} s) | {:.3} s | {:.3} s | {:.2}× | {:.3} s | {} | {} |",
+                "| {} | {} ({:.2} s) | {:.3} s | {:.3} s | {:.2}× | {:.3} s | {:.3} s | {} | {} |",
                 pt.divergent_before,
                 pt.writes,
                 pt.write_secs,
@@ -1077,6 +1095,7 @@ impl Report<'_> {
                 pt.converge_secs,
                 pt.converge_secs / base.converge_secs,
                 pt.converge_secs / pt.carts as f64 * 1000.0,
+                pt.poll_round_max_secs,
                 pt.divergent_after,
                 pt.anti_entropy_sessions
             );

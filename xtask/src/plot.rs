@@ -16,31 +16,38 @@ fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("plotting {}: {e}", path.display())
 }
 
-/// Horizontal bars of ratios (1 = parity, drawn as a line), one per label.
+/// Horizontal bars of ratios on a logarithmic axis, drawn from parity (1, a line): right
+/// of it the ratio is above 1, left of it below.
 pub fn ratio_bars(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<(), String> {
     let height = 80 + 22 * bars.len() as u32;
     let root = SVGBackend::new(path, (SIZE.0, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let max = bars
-        .iter()
-        .map(|b| b.1)
-        .filter(|v| v.is_finite())
-        .fold(1.0f64, f64::max)
-        * 1.1;
+    let finite = || {
+        bars.iter()
+            .map(|b| b.1)
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let hi = finite().fold(1.0f64, f64::max) * 1.5;
+    let lo = finite().fold(1.0f64, f64::min) / 1.5;
     let n = bars.len();
     // The category axis counts hundredths of a bar, so its key points sit at bar centres.
     let keys: Vec<i32> = (0..n as i32).map(|i| i * 100 + 50).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(10)
-        .x_label_area_size(30)
+        .x_label_area_size(35)
         .y_label_area_size(330)
-        .build_cartesian_2d(0.0..max, (0..n as i32 * 100).with_key_points(keys))
+        .build_cartesian_2d(
+            (lo..hi).log_scale(),
+            (0..n as i32 * 100).with_key_points(keys),
+        )
         .map_err(|e| err(path, e))?;
     let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{x:.1}×"))
         .y_label_formatter(&|y| {
             let i = (*y / 100).max(0) as usize;
             labels
@@ -48,14 +55,15 @@ pub fn ratio_bars(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()
                 .cloned()
                 .unwrap_or_default()
         })
-        .x_desc("× faster than the peer (> 1: meridian is faster)")
+        .x_desc("peer's time / meridian's (log scale; right of 1: meridian is faster)")
         .draw()
         .map_err(|e| err(path, e))?;
     chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        .draw_series(bars.iter().enumerate().filter_map(|(i, (_, v))| {
             let y = (n - i - 1) as i32 * 100;
             let color = if *v >= 1.0 { COLORS[2] } else { COLORS[3] };
-            Rectangle::new([(0.0, y + 15), (*v, y + 85)], color.filled())
+            (v.is_finite() && *v > 0.0)
+                .then(|| Rectangle::new([(1.0, y + 15), (*v, y + 85)], color.filled()))
         }))
         .map_err(|e| err(path, e))?;
     chart

@@ -61,6 +61,9 @@ struct Point {
     reconnect_secs: f64,
     /// Heal → every region applied the same writes and the digest roots are equal, seconds.
     converge_secs: f64,
+    /// The longest poll round during that wait (one `GET /replication` per region, and
+    /// the link check until the links were up): the resolution of both times above.
+    poll_round_max_secs: f64,
     /// Carts that still differ after convergence (read back in every region): must be 0.
     divergent_after: u64,
     /// Anti-entropy sessions started during the heal (summed over regions).
@@ -130,13 +133,14 @@ async fn main() -> anyhow::Result<()> {
         let point = point.with_context(|| format!("{n} divergent carts"))?;
         println!(
             "heal: {n} carts ({} divergent before the heal, {} writes in {:.2} s): links up \
-             {:.3} s, converged {:.3} s after the heal; {} differ after; {} anti-entropy \
-             sessions",
+             {:.3} s, converged {:.3} s after the heal (polls took up to {:.3} s); {} differ \
+             after; {} anti-entropy sessions",
             point.divergent_before,
             point.writes,
             point.write_secs,
             point.reconnect_secs,
             point.converge_secs,
+            point.poll_round_max_secs,
             point.divergent_after,
             point.anti_entropy_sessions
         );
@@ -214,11 +218,15 @@ async fn measure_on(regions: &[Region], n: u64, timeout: Duration) -> anyhow::Re
         b.faults.heal(a.name);
     }
     let mut reconnect_secs = None;
+    let mut poll_round_max_secs: f64 = 0.0;
     let converge_secs = loop {
+        let round = Instant::now();
         if reconnect_secs.is_none() && all_connected(regions).await {
             reconnect_secs = Some(healed.elapsed().as_secs_f64());
         }
-        if converged(regions).await {
+        let done = converged(regions).await;
+        poll_round_max_secs = poll_round_max_secs.max(round.elapsed().as_secs_f64());
+        if done {
             break healed.elapsed().as_secs_f64();
         }
         if healed.elapsed() > timeout {
@@ -238,6 +246,7 @@ async fn measure_on(regions: &[Region], n: u64, timeout: Duration) -> anyhow::Re
         write_secs,
         reconnect_secs: reconnect_secs.unwrap_or(converge_secs),
         converge_secs,
+        poll_round_max_secs,
         divergent_after,
         anti_entropy_sessions: anti_entropy,
     })
