@@ -27,7 +27,7 @@ pub fn ratio_bars(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()
             .map(|b| b.1)
             .filter(|v| v.is_finite() && *v > 0.0)
     };
-    let hi = finite().fold(1.0f64, f64::max) * 1.5;
+    let hi = finite().fold(1.0f64, f64::max) * 2.0;
     let lo = finite().fold(1.0f64, f64::min) / 1.5;
     let n = bars.len();
     // The category axis counts hundredths of a bar, so its key points sit at bar centres.
@@ -64,6 +64,18 @@ pub fn ratio_bars(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()
             let color = if *v >= 1.0 { COLORS[2] } else { COLORS[3] };
             (v.is_finite() && *v > 0.0)
                 .then(|| Rectangle::new([(1.0, y + 15), (*v, y + 85)], color.filled()))
+        }))
+        .map_err(|e| err(path, e))?;
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, (_, v))| {
+            let y = (n - i - 1) as i32 * 100;
+            (v.is_finite() && *v > 0.0).then(|| {
+                Text::new(
+                    format!("{v:.2}×"),
+                    (v.max(1.0) * 1.04, y + 75),
+                    ("sans-serif", 11),
+                )
+            })
         }))
         .map_err(|e| err(path, e))?;
     chart
