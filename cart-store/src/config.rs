@@ -29,6 +29,8 @@
 //! | `peer_reconnect_delay_max_ms` | 5000 | cap of the exponential backoff (with jitter) between reconnects |
 //! | `replication_log_retention_entries` | 1000000 | per origin, delta log entries kept for a peer that has not acknowledged them; a peer further behind is repaired by anti-entropy |
 //! | `anti_entropy_bytes_per_sec` | 8388608 | rate limit of the cart states anti-entropy ships, all peers together |
+//! | `compaction_interval_ms` | 200 | how often this region's causally stable adds are coalesced (0 disables compaction) |
+//! | `compaction_queue_max` | 262144 | most local adds waiting for causal stability to be compacted; past it new adds are not queued (a cart's later add covers them) |
 //!
 //! Each `[[peers]]` entry is `region` (its TLS name), `address` (`host:port`, UDP) and,
 //! optionally, `simulated_latency_ms` (default 0): a delay added to every message sent to
@@ -169,6 +171,12 @@ pub struct Config {
     /// Anti-entropy's rate limit, bytes of cart states per second.
     #[serde(default = "defaults::anti_entropy_bytes_per_sec")]
     pub anti_entropy_bytes_per_sec: u64,
+    /// How often causally stable adds are compacted, in ms (0 disables it).
+    #[serde(default = "defaults::compaction_interval_ms")]
+    pub compaction_interval_ms: u64,
+    /// Most local adds queued for compaction.
+    #[serde(default = "defaults::compaction_queue_max")]
+    pub compaction_queue_max: u64,
     #[serde(skip)]
     unknown: Vec<String>,
 }
@@ -206,6 +214,8 @@ const KNOWN_KEYS: &[&str] = &[
     "peer_reconnect_delay_max_ms",
     "replication_log_retention_entries",
     "anti_entropy_bytes_per_sec",
+    "compaction_interval_ms",
+    "compaction_queue_max",
 ];
 
 /// The default of every defaulted key, written once: the config, [`ServerSettings`]'s
@@ -282,6 +292,12 @@ pub mod defaults {
     }
     pub fn anti_entropy_bytes_per_sec() -> u64 {
         r::AE_BYTES_PER_SEC_DEFAULT
+    }
+    pub fn compaction_interval_ms() -> u64 {
+        r::COMPACTION_INTERVAL_DEFAULT.as_millis() as u64
+    }
+    pub fn compaction_queue_max() -> u64 {
+        r::COMPACTION_QUEUE_MAX_DEFAULT as u64
     }
 }
 
@@ -378,6 +394,8 @@ impl Config {
         r.forward_after = Duration::from_millis(self.replication_forward_after_ms);
         r.log_retention_entries = self.replication_log_retention_entries;
         r.anti_entropy_bytes_per_sec = self.anti_entropy_bytes_per_sec;
+        r.compaction_interval = Duration::from_millis(self.compaction_interval_ms);
+        r.compaction_queue_max = usize::try_from(self.compaction_queue_max).unwrap_or(usize::MAX);
         // The node's writer runs replication syncs on a thread of their own.
         r.offload_sync = true;
         r
@@ -425,7 +443,7 @@ impl Config {
     }
 
     /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
-    fn ranges(&self) -> [(&'static str, u64, u64, u64); 21] {
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 23] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
         [
             (
@@ -528,6 +546,18 @@ impl Config {
                 self.anti_entropy_bytes_per_sec,
                 64 * 1024,
                 1 << 40,
+            ),
+            (
+                "compaction_interval_ms",
+                self.compaction_interval_ms,
+                0,
+                600_000,
+            ),
+            (
+                "compaction_queue_max",
+                self.compaction_queue_max,
+                0,
+                1 << 24,
             ),
         ]
     }

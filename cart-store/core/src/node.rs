@@ -74,6 +74,14 @@ pub enum Op {
     Clear,
     /// Order exactly the observed lines and remove them.
     Checkout,
+    /// Coalesce this node's own adds up to `stable` ([`Cart::compact`]): issued by the
+    /// replication layer once they are causally stable, never by a client. It changes no
+    /// line's quantity; its delta replicates like any write's. A frontier that is not
+    /// causally stable loses or resurrects adds (see [`Cart::compact`]).
+    #[allow(missing_docs)]
+    Compact {
+        stable: meridian_clocks::VectorClock,
+    },
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request that carried it.
@@ -252,9 +260,9 @@ pub enum NodeError {
     },
     /// The cart's encoded state would exceed `cart_bytes_max`.
     #[error(
-        "cart {cart:?} would take {bytes} bytes, more than the maximum {max}: every add is \
-         kept separately until a set, remove or clear of its line; set the line's quantity to \
-         compact it"
+        "cart {cart:?} would take {bytes} bytes, more than the maximum {max}: each add is \
+         kept separately until every region has applied it and it is compacted, so adds pile \
+         up while a region is unreachable; set the line's quantity to compact it now"
     )]
     CartTooLarge {
         cart: CartId,
@@ -577,6 +585,13 @@ pub struct Committed {
     pub local: Vec<Result<Applied, NodeError>>,
     /// One outcome per remote entry, in order (all `Err` if the commit failed).
     pub remote: Vec<Result<RemoteOutcome, NodeError>>,
+    /// The local adds of this batch that left their line with two or more of this node's
+    /// adds, so that compaction may coalesce them once stable: `(cart, seq, dot counter)`.
+    /// Empty if the commit failed.
+    pub compactable: Vec<(CartId, u64, u64)>,
+    /// The [`Op::Compact`] writes of this batch that changed their cart: `(cart, seq)`.
+    /// Empty if the commit failed.
+    pub compacted: Vec<(CartId, u64)>,
 }
 
 /// The writes of one batch before they are committed.
@@ -593,6 +608,8 @@ struct Pending {
     remote: BTreeMap<ReplicaId, u64>,
     new_carts: u64,
     log_entries: u64,
+    compactable: Vec<(CartId, u64, u64)>,
+    compacted: Vec<(CartId, u64)>,
 }
 
 struct PendingCart {
@@ -955,6 +972,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
     ) -> Committed {
         let now_ms = self.hlc.physical_clock().now_ms();
         let mut p = self.pending();
+        let (mut compactable, mut compacted) = (Vec::new(), Vec::new());
         let mut remote_results: Vec<Result<RemoteOutcome, NodeError>> = remote
             .into_iter()
             .map(|e| self.apply_remote(e, &mut p))
@@ -973,6 +991,8 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 .put(Cf::Meta, codec::META_SEQ, codec::encode_u64(p.seq).to_vec());
             match self.storage.write(&p.batch, durability) {
                 Ok(()) => {
+                    compactable = p.compactable;
+                    compacted = p.compacted;
                     self.last_seq = p.seq;
                     self.remote = p.remote;
                     self.carts_stored += p.new_carts;
@@ -999,6 +1019,8 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
         Committed {
             local: results.into_iter().map(|r| r.map(|s| s.applied)).collect(),
             remote: remote_results,
+            compactable,
+            compacted,
         }
     }
 
@@ -1013,6 +1035,8 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             remote: self.remote.clone(),
             new_carts: 0,
             log_entries: 0,
+            compactable: Vec::new(),
+            compacted: Vec::new(),
         }
     }
 
@@ -1102,7 +1126,9 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             return self.no_op(req, &cart, now_ms, p);
         };
         let encoded = codec::encode_cart(&cart);
-        if encoded.len() > self.config.cart_bytes_max {
+        // A compaction only shrinks the cart: it must go through even for a cart that
+        // merges have taken past the limit, which is when it is needed most.
+        if encoded.len() > self.config.cart_bytes_max && !matches!(req.op, Op::Compact { .. }) {
             return Err(NodeError::CartTooLarge {
                 cart: req.cart,
                 bytes: encoded.len(),
@@ -1130,6 +1156,21 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
                 idempotency: idem_record,
             }),
         );
+        if let Op::Compact { .. } = &req.op {
+            p.compacted.push((req.cart.clone(), seq));
+        }
+        if let Op::Add { sku, .. } = &req.op {
+            let me = self.config.node_id;
+            let own_adds = cart
+                .entries(sku.as_str())
+                .iter()
+                .filter(|(d, e)| d.replica == me && matches!(e, meridian_crdt::Entry::Add(_)))
+                .count();
+            if own_adds >= 2 {
+                let counter = cart.context().max_counter(me);
+                p.compactable.push((req.cart.clone(), seq, counter));
+            }
+        }
         if let Some(idem) = req.idempotency {
             stage_idempotency(p, idem, now_ms, &answer);
         }
@@ -1245,6 +1286,7 @@ impl<S: Storage, C: PhysicalClock> Node<S, C> {
             Op::Remove { sku } => cart.remove(sku.as_str()),
             Op::Clear => cart.clear(),
             Op::Checkout => return self.checkout(req, cart, seq, token).map(Some),
+            Op::Compact { stable } => cart.compact(stable),
         };
         if is_no_op(&delta) {
             return Ok(None);

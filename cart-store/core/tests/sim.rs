@@ -101,6 +101,8 @@ fn model_apply_op(
             }
             cart.clear();
         }
+        // Changes no quantity.
+        Op::Compact { .. } => {}
     }
     Ok(())
 }

@@ -113,6 +113,10 @@ pub struct Metrics {
     link_refusals: Gauge,
     clock_offset: Family<PeerLabels, Gauge>,
     pub(super) unstable_writes: Gauge,
+    compaction_queued: Gauge,
+    compaction_oldest_ms: Gauge,
+    compaction_writes: Gauge,
+    compaction_dropped: Gauge,
     ae_active: Family<PeerLabels, Gauge>,
     ae_sessions: Family<PeerLabels, Gauge>,
     ae_ranges_compared: Family<PeerLabels, Gauge>,
@@ -162,6 +166,10 @@ impl Metrics {
             link_refusals: Gauge::default(),
             clock_offset: Family::default(),
             unstable_writes: Gauge::default(),
+            compaction_queued: Gauge::default(),
+            compaction_oldest_ms: Gauge::default(),
+            compaction_writes: Gauge::default(),
+            compaction_dropped: Gauge::default(),
             ae_active: Family::default(),
             ae_sessions: Family::default(),
             ae_ranges_compared: Family::default(),
@@ -296,6 +304,27 @@ impl Metrics {
             "Writes applied here that are not yet causally stable (every region has them, and \
              every write still to arrive saw them); it grows while a region is unreachable",
             self.unstable_writes.clone(),
+        );
+        r.register(
+            "cart_store_compaction_queued",
+            "Local adds waiting for causal stability before they can be compacted",
+            self.compaction_queued.clone(),
+        );
+        r.register(
+            "cart_store_compaction_oldest_ms",
+            "Age of the oldest add waiting for compaction, in ms: how long causal stability \
+             has stalled (a region unreachable)",
+            self.compaction_oldest_ms.clone(),
+        );
+        r.register(
+            "cart_store_compaction_writes",
+            "Compaction writes committed since start (each coalesces one cart's stable adds)",
+            self.compaction_writes.clone(),
+        );
+        r.register(
+            "cart_store_compaction_dropped",
+            "Adds not queued for compaction because the queue was full, since start",
+            self.compaction_dropped.clone(),
         );
         r.register(
             "cart_store_anti_entropy_active",
@@ -434,6 +463,18 @@ impl Metrics {
     }
 
     /// Copies each peer's anti-entropy counters into their series.
+    /// Compaction's queue and counters.
+    pub(super) fn set_compaction(
+        &self,
+        c: &meridian_cart_store_core::replication::CompactionStatus,
+    ) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.compaction_queued.set(g(c.queued));
+        self.compaction_oldest_ms.set(g(c.oldest_ms));
+        self.compaction_writes.set(g(c.writes));
+        self.compaction_dropped.set(g(c.dropped));
+    }
+
     pub(super) fn set_anti_entropy(
         &self,
         peers: &[meridian_cart_store_core::replication::peer::PeerState],

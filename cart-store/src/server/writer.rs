@@ -157,6 +157,7 @@ impl Writer {
                 self.metrics
                     .unstable_writes
                     .set(i64::try_from(unstable).unwrap_or(i64::MAX));
+                self.metrics.set_compaction(&replica.compaction_status(now));
             }
             if now >= next_sweep {
                 next_sweep = now + IDEMPOTENCY_SWEEP_INTERVAL;

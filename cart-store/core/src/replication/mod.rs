@@ -89,6 +89,7 @@
 //! [`Message::Hello`] names the same region.
 
 pub mod anti_entropy;
+pub mod compaction;
 pub mod peer;
 pub mod wire;
 
@@ -103,6 +104,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use anti_entropy::{AntiEntropyStatus, AE_BYTES_PER_SEC_DEFAULT};
+pub use compaction::{CompactionStatus, COMPACTION_INTERVAL_DEFAULT, COMPACTION_QUEUE_MAX_DEFAULT};
 pub use wire::{Entry, FrameError, FrameErrorKind, Message, Progress};
 
 /// Default [`ReplicationConfig::batch_window`]: 5 ms.
@@ -162,6 +164,10 @@ pub struct ReplicationConfig {
     pub log_retention_entries: u64,
     /// The rate limit of anti-entropy's cart states, for all peers together.
     pub anti_entropy_bytes_per_sec: u64,
+    /// How often causally stable adds are compacted ([`compaction`]); zero disables it.
+    pub compaction_interval: Duration,
+    /// Most local adds queued for compaction while they wait to become stable.
+    pub compaction_queue_max: usize,
 }
 
 impl ReplicationConfig {
@@ -180,6 +186,8 @@ impl ReplicationConfig {
             offload_sync: false,
             log_retention_entries: LOG_RETENTION_ENTRIES_DEFAULT,
             anti_entropy_bytes_per_sec: AE_BYTES_PER_SEC_DEFAULT,
+            compaction_interval: COMPACTION_INTERVAL_DEFAULT,
+            compaction_queue_max: COMPACTION_QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -360,6 +368,8 @@ pub struct ReplicationStatus {
     /// Per-origin progress causally stable (see [`Replica::stable_progress`]); it stalls
     /// while a region is unreachable.
     pub stable: BTreeMap<String, u64>,
+    /// Causal-stability compaction of this node's adds ([`compaction`]).
+    pub compaction: CompactionStatus,
     /// Delta log entries stored.
     pub log_entries: u64,
     /// Carts stored.
@@ -436,6 +446,10 @@ pub struct Replica<S: Storage, C: PhysicalClock> {
     /// Anti-entropy's rate limiter: bytes allowed at `ae_refilled_at` (negative: debt).
     ae_budget: i64,
     ae_refilled_at: Instant,
+    /// Local adds waiting for causal stability, and the compactions due.
+    compactor: compaction::Compactor,
+    /// Compaction writes committed, for [`poll_compacted`](Self::poll_compacted).
+    compacted: VecDeque<(CartId, u64)>,
 }
 
 impl<S: Storage, C: PhysicalClock> Replica<S, C> {
@@ -446,6 +460,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             .iter()
             .map(|r| PeerState::new(r.clone(), now))
             .collect();
+        let config_compaction_queue_max = config.compaction_queue_max;
         Replica {
             node,
             config,
@@ -463,6 +478,8 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             ae_inbox: Vec::new(),
             ae_budget: 0,
             ae_refilled_at: now,
+            compactor: compaction::Compactor::new(config_compaction_queue_max, now),
+            compacted: VecDeque::new(),
         }
     }
 
@@ -498,7 +515,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
 
     /// `true` if received entries wait for [`commit`](Self::commit).
     pub fn wants_commit(&self) -> bool {
-        !self.inbox.is_empty() || !self.ae_inbox.is_empty()
+        !self.inbox.is_empty() || !self.ae_inbox.is_empty() || self.compactor.has_due()
     }
 
     fn peer_index(&self, region: &str) -> Option<usize> {
@@ -808,7 +825,20 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             })
             .collect();
         let before = self.node.last_seq();
-        let committed = self.node.commit(entries, reqs, self.config.durability);
+        let clients = reqs.len();
+        let mut reqs = reqs;
+        reqs.extend(self.compactor.take_due());
+        let mut committed = self.node.commit(entries, reqs, self.config.durability);
+        committed.local.truncate(clients);
+        self.compactor
+            .push(now, std::mem::take(&mut committed.compactable));
+        for (cart, seq) in std::mem::take(&mut committed.compacted) {
+            self.compactor.writes += 1;
+            if self.compacted.len() >= self.config.inbox_entries_max {
+                self.compacted.pop_front();
+            }
+            self.compacted.push_back((cart, seq));
+        }
         let mut applied = vec![0u64; self.peers.len()];
         for ((i, r), (origin, seq, cart, request_id)) in
             from.into_iter().zip(&committed.remote).zip(about)
@@ -948,6 +978,24 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             self.next_trim = now + TRIM_INTERVAL;
             self.trim();
         }
+        if !self.config.compaction_interval.is_zero() && now >= self.compactor.next_round {
+            self.compactor.next_round = now + self.config.compaction_interval;
+            let me = self.node.config().node_id;
+            let stable = self.stable_progress().get(&me).copied().unwrap_or(0);
+            self.compactor.round(me, stable);
+        }
+    }
+
+    /// The compaction writes committed since the last call, oldest first: `(cart, seq)`
+    /// of each (bounded like the inbox; a driver that never asks loses only these
+    /// notices).
+    pub fn poll_compacted(&mut self) -> Option<(CartId, u64)> {
+        self.compacted.pop_front()
+    }
+
+    /// Compaction's queue and counters.
+    pub fn compaction_status(&self, now: Instant) -> CompactionStatus {
+        self.compactor.status(now)
     }
 
     /// Starts forwarding an origin to peer `i` once the peer's progress on it has stayed
@@ -1127,6 +1175,9 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
             if let Some(x) = self.ae_poll_timeout(i) {
                 earliest(x);
             }
+        }
+        if self.compactor.has_queued() && !self.config.compaction_interval.is_zero() {
+            earliest(self.compactor.next_round);
         }
         t
     }
@@ -1370,6 +1421,7 @@ impl<S: Storage, C: PhysicalClock> Replica<S, C> {
                 .collect(),
             durable: ids(self.node.durable_progress()),
             stable: ids(&self.stable_progress()),
+            compaction: self.compactor.status(now),
             log_entries: self.node.log_len(),
             carts: self.node.carts_stored(),
             digest: format!("{:016x}", self.node.digests().root()),

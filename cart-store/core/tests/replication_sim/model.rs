@@ -34,11 +34,21 @@ pub type Key = (u64, u64);
 /// What a write did, for the semantic checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Add { sku: String, quantity: u32 },
-    Set { sku: String, quantity: u32 },
-    Remove { sku: String },
+    Add {
+        sku: String,
+        quantity: u32,
+    },
+    Set {
+        sku: String,
+        quantity: u32,
+    },
+    Remove {
+        sku: String,
+    },
     Clear,
     Checkout,
+    /// A compaction the replication layer wrote: it must change no view.
+    Compact,
 }
 
 impl Kind {
@@ -57,6 +67,7 @@ impl Kind {
             },
             Op::Clear => Kind::Clear,
             Op::Checkout => Kind::Checkout,
+            Op::Compact { .. } => Kind::Compact,
         }
     }
 
@@ -75,7 +86,7 @@ impl Kind {
             Kind::Remove { sku: s } => s == sku,
             Kind::Set { sku: s, quantity } => s == sku && *quantity == 0,
             Kind::Clear | Kind::Checkout => true,
-            Kind::Add { .. } => false,
+            Kind::Add { .. } | Kind::Compact => false,
         }
     }
 
@@ -97,18 +108,12 @@ pub struct Write {
 }
 
 impl Write {
-    /// Whether this write observed `other` (an add or set): every dot `other` created is
-    /// in this write's delta context, which is exactly what it saw of the cart. (Not its
-    /// token: a node repaired by anti-entropy may hold writes beyond its progress, and its
-    /// writes then observe them.)
-    fn observes(&self, other: &Write) -> bool {
-        let delta = &other.record.delta;
-        let dots: Vec<meridian_clocks::Dot> = delta
-            .lines()
-            .iter()
-            .flat_map(|(sku, _)| delta.entries(sku).iter().map(|(d, _)| *d))
-            .collect();
-        !dots.is_empty() && dots.iter().all(|d| self.record.delta.context().contains(d))
+    /// The dot this write created on `sku` (an add, or a set above 0).
+    fn dot_on(&self, sku: &str) -> Option<meridian_clocks::Dot> {
+        if !self.kind.adds(sku) {
+            return None;
+        }
+        self.record.delta.entries(sku).first().map(|(d, _)| *d)
     }
 }
 
@@ -332,9 +337,133 @@ impl Model {
         c
     }
 
-    /// The cart every replica must hold: the join of all surviving deltas.
+    /// The cart every replica must show: the join of all surviving client writes'
+    /// deltas, without any compaction (the reference a compacted replica's view must
+    /// equal).
     pub fn expected(&self, cart: &str) -> Cart {
-        self.join(cart, |_| true)
+        let mut c = Cart::default();
+        for w in self.writes.values() {
+            if w.cart == cart && w.kind != Kind::Compact {
+                c.merge(&w.record.delta);
+            }
+        }
+        c
+    }
+
+    /// Whether write `w` observed `a`'s add (or set) of `sku`: `a`'s dot is in `w`'s delta
+    /// context (what it saw of the cart; not its token, since a node repaired by
+    /// anti-entropy may hold writes beyond its progress), or a later dot of the same
+    /// replica on the same line is. Every replica applies a replica's writes to a cart in
+    /// order, so whoever saw the later one had seen `a` too; `w`'s context names only what
+    /// was still separate there, and after a compaction that is the one dot standing for
+    /// the group.
+    pub fn observed(&self, w: &Write, a: &Write, sku: &str) -> bool {
+        let Some(d) = a.dot_on(sku) else {
+            return false;
+        };
+        let seen = w.record.delta.context();
+        seen.contains(&d)
+            || self.writes.values().any(|b| {
+                b.cart == a.cart
+                    && b.dot_on(sku).is_some_and(|e| {
+                        e.replica == d.replica && e.counter > d.counter && seen.contains(&e)
+                    })
+            })
+    }
+
+    /// What every replica must show of `cart`, from the cart table's rule applied to the
+    /// surviving client writes alone (no compaction): an add or set is live unless a
+    /// remove, set, clear or checkout of its line observed it; a line is its live set
+    /// with the highest `(HLC, replica)` plus its live adds.
+    pub fn reference_lines(&self, cart: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let writes: Vec<&Write> = self
+            .writes
+            .values()
+            .filter(|w| w.cart == cart && w.kind != Kind::Compact)
+            .collect();
+        for sku in skus_of(self, cart) {
+            let mut base: Option<(meridian_clocks::HlcTimestamp, u64, u64, u32)> = None;
+            let mut adds = 0u64;
+            for a in writes.iter().filter(|a| a.kind.adds(&sku)) {
+                let dropped = writes.iter().any(|o| {
+                    !std::ptr::eq(*o, *a) && o.kind.overrides(&sku) && self.observed(o, a, &sku)
+                });
+                if dropped {
+                    continue;
+                }
+                let Some((d, e)) = a.record.delta.entries(&sku).first() else {
+                    continue;
+                };
+                match *e {
+                    meridian_crdt::Entry::Add(n) => adds += u64::from(n),
+                    meridian_crdt::Entry::Set { n, ts } => {
+                        let key = (ts, d.replica.0, d.counter, n);
+                        if base.is_none_or(|b| key > b) {
+                            base = Some(key);
+                        }
+                    }
+                }
+            }
+            let q = base.map_or(0, |b| u64::from(b.3)).saturating_add(adds);
+            if q > 0 {
+                out.push((sku, u32::try_from(q).unwrap_or(u32::MAX)));
+            }
+        }
+        out
+    }
+
+    /// Whether a compaction of `cart` survived.
+    pub fn has_compaction(&self, cart: &str) -> bool {
+        self.writes
+            .values()
+            .any(|w| w.cart == cart && w.kind == Kind::Compact)
+    }
+
+    /// The dots of the adds (and sets) of `cart`/`sku` that a compaction coalesced.
+    fn coalesced(&self, compaction: &Write, sku: &str) -> Vec<&Write> {
+        self.writes
+            .values()
+            .filter(|w| w.cart == compaction.cart)
+            .filter(|w| {
+                w.dot_on(sku)
+                    .is_some_and(|d| compaction.record.delta.context().contains(&d))
+            })
+            .collect()
+    }
+
+    /// Whether write `key`, about to be applied at a node that has applied the writes
+    /// `applied` selects, is the case compaction must get right: it drops a line's adds,
+    /// it was made before its region had received the last of the adds a compaction
+    /// (already applied at that node) coalesced on that line, yet after it had seen an
+    /// earlier add of the same region there. A compaction that ran before such a remove
+    /// reached the compacting node would make it drop too little.
+    pub fn is_dangerous(&self, key: Key, applied: &dyn Fn(Key) -> bool) -> bool {
+        let Some(w) = self.writes.get(&key) else {
+            return false;
+        };
+        self.writes.iter().any(|(ck, c)| {
+            c.kind == Kind::Compact
+                && c.cart == w.cart
+                && applied(*ck)
+                && w.past.get(&ck.0).is_none_or(|s| *s < ck.1)
+                && skus_of(self, &w.cart).iter().any(|sku| {
+                    if !w.kind.overrides(sku) {
+                        return false;
+                    }
+                    let group = self.coalesced(c, sku);
+                    let Some(newest) = group.iter().max_by_key(|a| a.dot_on(sku)) else {
+                        return false;
+                    };
+                    let r = newest.dot_on(sku).expect("in the group").replica;
+                    let saw_earlier = self.writes.values().any(|a| {
+                        a.cart == w.cart
+                            && a.dot_on(sku).is_some_and(|d| d.replica == r)
+                            && self.observed(w, a, sku)
+                    });
+                    saw_earlier && !self.observed(w, newest, sku)
+                })
+        })
     }
 
     /// The last surviving seq of each origin; they must be contiguous from 1.
@@ -363,10 +492,9 @@ impl Model {
                 if !r.kind.removes(&sku) || final_lines.get(&sku).is_none() {
                     continue;
                 }
-                let unobserved = self
-                    .writes
-                    .iter()
-                    .any(|(k, w)| w.cart == cart && w.kind.adds(&sku) && k != rk && !r.observes(w));
+                let unobserved = self.writes.iter().any(|(k, w)| {
+                    w.cart == cart && w.kind.adds(&sku) && k != rk && !self.observed(r, w, &sku)
+                });
                 if !unobserved {
                     return Err(format!(
                         "resurrection: {cart}/{sku} is {:?} at the end, but {rk:?} ({:?}) observed every add and set of it",
@@ -396,7 +524,7 @@ impl Model {
                 let overridden = self
                     .writes
                     .values()
-                    .any(|w| w.cart == cart && w.kind.overrides(&sku) && w.observes(a));
+                    .any(|w| w.cart == cart && w.kind.overrides(&sku) && self.observed(w, a, &sku));
                 if !overridden {
                     unobserved_sum += quantity;
                 }

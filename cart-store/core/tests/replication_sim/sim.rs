@@ -12,7 +12,7 @@ use crate::trace::{describe, Trace};
 use crate::workload::{cart_name, Workload, CARTS};
 use meridian_cart_store_core::replication::{Event, Message, ReplicationConfig};
 use meridian_cart_store_core::{
-    codec, read_cart, read_log_raw, CartId, Durability, MemStorage, NodeError, WriteRequest,
+    codec, read_cart, read_log_raw, CartId, Durability, MemStorage, NodeError, Op, WriteRequest,
 };
 use meridian_clocks::{PhysicalClock, ReplicaId};
 use meridian_testkit::SplitMix64 as Rng;
@@ -38,6 +38,10 @@ pub enum Bug {
     /// Node 0's disk lies about fsync: a power failure brings back an older durable state
     /// than the node was told, so it hands out seqs (and dots) its peers have seen.
     LyingFsync,
+    /// Node 0's driver compacts its own adds up to what it has applied, not up to what is
+    /// causally stable: a remove still on its way that saw only some of them then drops
+    /// too little.
+    CompactUnstable,
 }
 
 /// With `Bug::LyingFsync`: when node 0's disk is snapshotted, and when it then fails.
@@ -83,6 +87,12 @@ pub struct Failure {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub writes: usize,
+    /// Compaction writes committed.
+    pub compactions: u64,
+    /// Removes (and sets, clears, checkouts) applied at a node after it had applied a
+    /// compaction of adds the remove had seen only some of: the case compaction must get
+    /// right.
+    pub dangerous: u64,
     pub packets: u64,
     pub crashes: u32,
     /// Virtual time at quiescence.
@@ -92,6 +102,8 @@ pub struct Stats {
 impl Stats {
     pub fn add(&mut self, other: &Stats) {
         self.writes += other.writes;
+        self.compactions += other.compactions;
+        self.dangerous += other.dangerous;
         self.packets += other.packets;
         self.crashes += other.crashes;
         self.end_ms += other.end_ms;
@@ -120,7 +132,10 @@ pub fn region(i: usize) -> String {
 
 pub fn config_for(i: usize, n: usize, durability: Durability) -> ReplicationConfig {
     let peers = (0..n).filter(|j| *j != i).map(region).collect();
-    ReplicationConfig::new(region(i), peers, durability)
+    let mut config = ReplicationConfig::new(region(i), peers, durability);
+    // Compaction rounds often, so that it races the removes still in flight.
+    config.compaction_interval = Duration::from_millis(40);
+    config
 }
 
 /// The nodes' max clock offset (the `NodeConfig` default), in ms.
@@ -206,6 +221,8 @@ pub struct Sim {
     crashes_of_bug_node: u32,
     packets: u64,
     crashes: u32,
+    compactions: u64,
+    dangerous: u64,
 }
 
 impl Sim {
@@ -255,6 +272,8 @@ impl Sim {
             lying_disk: None,
             crashes_of_bug_node: 0,
             packets: 0,
+            compactions: 0,
+            dangerous: 0,
             crashes: 0,
         };
         sim.sync_connections();
@@ -264,6 +283,8 @@ impl Sim {
     pub fn stats(&self) -> Stats {
         Stats {
             writes: self.model.writes.len(),
+            compactions: self.compactions,
+            dangerous: self.dangerous,
             packets: self.packets,
             crashes: self.crashes,
             end_ms: self.now_ms,
@@ -382,6 +403,7 @@ impl Sim {
             491..=496 => self.crash_random(false)?,
             497..=510 => self.flap(),
             511..=515 => self.change_faults(),
+            516..=600 if self.options.bug == Some(Bug::CompactUnstable) => self.compact_unstable(),
             _ => {}
         }
         Ok(())
@@ -394,6 +416,25 @@ impl Sim {
             let (at, req) = self.workload.next(&mut self.rng, node, n);
             self.submit(at, req);
         }
+    }
+
+    /// The planted bug: node 0 compacts a cart's own adds up to everything it has applied.
+    fn compact_unstable(&mut self) {
+        let node = &self.cluster.nodes[BUG_NODE];
+        let Some(r) = node.replica.as_ref() else {
+            return;
+        };
+        let id = CartId::parse(&cart_name(self.rng.below(CARTS))).expect("valid cart");
+        let Ok(cart) = read_cart(r.node().storage(), &id) else {
+            return;
+        };
+        let me = node.node_id;
+        let mut frontier = meridian_clocks::VectorClock::new();
+        frontier.observe(me, cart.context().max_counter(me));
+        self.submit(
+            BUG_NODE,
+            WriteRequest::new(id, Op::Compact { stable: frontier }),
+        );
     }
 
     /// A client sends `req` to node `at` (lost if the node is down).
@@ -631,9 +672,27 @@ impl Sim {
                     .into_iter()
                     .map(|(o, s)| (o.0, s))
                     .collect();
+                let me = self.cluster.nodes[to].node_id;
+                let (own, last) = (me.0, r.node().last_seq());
+                let applied = |k: (u64, u64)| {
+                    if k.0 == own {
+                        k.1 <= last
+                    } else {
+                        r.node().remote_progress(ReplicaId(k.0)) >= k.1
+                    }
+                };
                 for e in entries {
                     if e.seq > r.node().remote_progress(e.origin) {
                         self.model.check_stable(to, &stable, e.origin.0, e.seq)?;
+                        if self.model.is_dangerous((e.origin.0, e.seq), &applied) {
+                            self.dangerous += 1;
+                            self.trace.log(self.now_ms, || {
+                                format!(
+                                    "r{to} receives ({}, {}), which saw only some of the adds a compaction it applied coalesced",
+                                    e.origin.0, e.seq
+                                )
+                            });
+                        }
                     }
                 }
             }
@@ -855,6 +914,26 @@ impl Sim {
                 Err(e) => return Err(format!("r{i} refused {req:?}: {e}")),
             }
         }
+        // The compactions the replica added to the batch come after the requests.
+        while let Some((cart, seq)) = self.cluster.nodes[i]
+            .replica
+            .as_mut()
+            .expect("up")
+            .poll_compacted()
+        {
+            if seq <= last {
+                // A compaction the driver itself asked for (the planted bug does): its
+                // answer recorded it already.
+                continue;
+            }
+            if seq != last + 1 {
+                return Err(format!(
+                    "r{i}: compaction of {cart} at seq {seq}, after seq {last}"
+                ));
+            }
+            self.record_compaction(i, cart, seq)?;
+            last = seq;
+        }
         if last != after {
             return Err(format!(
                 "r{i}: answers account for seqs through {last}, but the node is at {after}"
@@ -917,6 +996,34 @@ impl Sim {
         self.model
             .record_answer(i, origin, req, &applied.answer, applied.replayed, wrote)?;
         Ok(wrote.unwrap_or(last))
+    }
+
+    /// Records a compaction write the replica made: like any write, it replicates.
+    fn record_compaction(&mut self, i: usize, cart: CartId, seq: u64) -> Result<(), String> {
+        let node = &self.cluster.nodes[i];
+        let origin = node.node_id.0;
+        let r = node.replica.as_ref().expect("up");
+        let past = token_progress(&r.node().token().to_string())?;
+        let raw = read_log_raw(r.node().storage(), ReplicaId(origin), seq, 1, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        let Some((_, bytes)) = raw.into_iter().next().filter(|(s, _)| *s == seq) else {
+            return Err(format!(
+                "r{i}: the log has no entry for its compaction {seq}"
+            ));
+        };
+        let record = codec::decode_delta_checked(&bytes).map_err(|e| e.to_string())?;
+        self.trace.log(self.now_ms, || {
+            format!("r{i}   {cart} compacted at seq {seq}")
+        });
+        self.compactions += 1;
+        let req = WriteRequest::new(
+            cart,
+            Op::Compact {
+                stable: meridian_clocks::VectorClock::new(),
+            },
+        );
+        self.model
+            .record_write(origin, seq, &req, past, record, bytes)
     }
 
     fn transmit(&mut self, i: usize) {
@@ -1109,8 +1216,17 @@ impl Sim {
 
     /// Every replica holds the join of the surviving deltas, and the semantic checks hold.
     fn check_cart(&self, cart: &str) -> Result<(), String> {
-        let expected = self.model.expected(cart);
-        let want = expected.lines();
+        let want = self.model.reference_lines(cart);
+        if !self.model.has_compaction(cart) {
+            // With nothing compacted, the rule and the CRDT's join must agree: the model
+            // checks itself.
+            let joined = self.model.expected(cart).lines();
+            if joined != want {
+                return Err(format!(
+                    "model: {cart}'s deltas join to {joined:?}, but the cart table's rule gives {want:?}"
+                ));
+            }
+        }
         let id = CartId::parse(cart).expect("valid cart");
         let mut states = Vec::new();
         for (i, node) in self.cluster.nodes.iter().enumerate() {
