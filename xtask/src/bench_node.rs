@@ -359,9 +359,11 @@ pub struct Replicated {
     pub delta_bytes: f64,
     /// Deltas shipped to the peers.
     pub deltas: f64,
-    /// Writes the load made (requests other than reads are writes; from the node's
-    /// metrics: local writes committed).
+    /// Local writes the node committed (its last seq): the load's writes plus the
+    /// node's own compaction writes.
     pub writes: f64,
+    /// Of those, compaction writes (`cart_store_compaction_writes_total`).
+    pub compaction_writes: f64,
     /// Commit → peer acknowledgement, p50, p90 and p99 upper bucket bounds, ms.
     pub lag_ms: (f64, f64, f64),
 }
@@ -535,6 +537,7 @@ fn replicated_run(
         delta_bytes,
         deltas,
         writes: metric(&texts[0], "cart_store_applied_seq"),
+        compaction_writes: metric(&texts[0], "cart_store_compaction_writes_total"),
         lag_ms: (
             histogram_quantile_ms(&texts[0], lag, 0.5),
             histogram_quantile_ms(&texts[0], lag, 0.9),

@@ -748,8 +748,11 @@ impl Report<'_> {
              against the peer. This run's settings, spelled out:\n\n```sh\n{}\n```\n\n\
              `cargo xtask bench-report` alone uses the defaults (about 15 minutes at most on \
              a 2-core machine), `--quick` is a shorter pass, and `cargo xtask bench-report \
-             --help` lists the flags. This run took {:.0} s in total, with the load generator, the nodes and \
-             the peers sharing this machine's cores.\n",
+             --help` lists the flags. This run took {:.0} s in total, with the load \
+             generator, the nodes and the peers sharing this machine's cores. The machine is \
+             not reserved for the run: other work on it shows as noise, which the confidence \
+             intervals of the criterion figures make visible; compare ratios within one run \
+             rather than figures across runs.\n",
             self.p.command(),
             started.elapsed().as_secs_f64()
         );
@@ -1022,18 +1025,28 @@ impl Report<'_> {
                 let per_write = r.wire_bytes / r.writes;
                 let _ = writeln!(
                     w,
-                    "| writes | deltas shipped | delta bytes per delta | frame bytes on the \
-                     wire per write (both peers, both directions) | frame bytes per delta byte |"
+                    "| local writes (of which compaction) | deltas shipped | deltas per write \
+                     per peer | delta bytes per delta | frame bytes on the wire per write \
+                     (both peers, both directions) | frame bytes per delta byte |"
                 );
-                let _ = writeln!(w, "|---:|---:|---:|---:|---:|");
+                let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|");
                 let _ = writeln!(
                     w,
-                    "| {:.0} | {:.0} | {:.1} B | {:.1} B | {:.2}× |\n",
+                    "| {:.0} ({:.0}) | {:.0} | {:.2} | {:.1} B | {:.1} B | {:.2}× |\n",
                     r.writes,
+                    r.compaction_writes,
                     r.deltas,
+                    r.deltas / (2.0 * r.writes),
                     r.delta_bytes / r.deltas,
                     per_write,
                     r.wire_per_delta
+                );
+                let _ = writeln!(
+                    w,
+                    "Local writes are the node's committed seqs: the load's writes plus the \
+                     compaction writes the node makes itself. Deltas per write per peer above \
+                     1 are resends (a peer that does not acknowledge within \
+                     `replication_resend_timeout_ms` is sent the entries again).\n"
                 );
                 let _ = writeln!(
                     w,
