@@ -180,7 +180,7 @@ fn metric(text: &str, name: &str) -> f64 {
                 .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// One `cart-load` run's figures (its JSON summary), plus the node's fsync counters.

@@ -186,14 +186,20 @@ impl Provenance {
         let hash = capture("git", &["-C", &root_s, "rev-parse", "--short", "HEAD"])
             .unwrap_or_else(|| "unknown".to_owned());
         // The report's own outputs do not make the measured tree dirty.
-        let dirty = capture("git", &["-C", &root_s, "status", "--porcelain"])
-            .unwrap_or_default()
-            .lines()
-            .any(|l| {
-                let path = l.get(3..).unwrap_or("");
-                path != "BENCHMARKS.md" && !path.starts_with("docs/bench/")
-            });
-        let commit = if dirty {
+        let status = Command::new("git")
+            .args(["-C", &root_s, "status", "--porcelain"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        // Porcelain lines are "XY PATH": not trimmed, since X may be a space.
+        let dirty = status.as_deref().unwrap_or("").lines().any(|l| {
+            let path = l.get(3..).unwrap_or("");
+            path != "BENCHMARKS.md" && !path.starts_with("docs/bench/")
+        });
+        let commit = if status.is_none() {
+            format!("`{hash}` (git status failed: clean or dirty unknown)")
+        } else if dirty {
             format!("`{hash}` (dirty: uncommitted changes besides the report)")
         } else {
             format!("`{hash}` (clean)")
