@@ -1052,7 +1052,11 @@ impl Report<'_> {
                     "Local writes are the node's committed seqs: the load's writes plus the \
                      compaction writes the node makes itself. Deltas per write per peer above \
                      1 are resends (a peer that does not acknowledge within \
-                     `replication_resend_timeout_ms` is sent the entries again).\n"
+                     `replication_resend_timeout_ms` is sent the entries again): the peers, \
+                     at the lowest priority on cores the node and the load generator keep \
+                     busy, fell behind, and the lag above then measures their backlog rather \
+                     than the protocol's round trip. Both vary from run to run on a shared \
+                     2-core machine.\n"
                 );
                 let _ = writeln!(
                     w,
