@@ -17,6 +17,10 @@
 //!    against the single node's, the replication lag its peers acknowledge,
 //!    and the bytes of replication frames on the wire per byte of delta shipped;
 //! 6. prints the throughputs, p99s and ratios.
+//!
+//! [`measure`] returns the figures as data ([`NodeFigures`]); `cargo xtask bench-report`
+//! calls it with `quiet` set (children's output to log files) and writes them to
+//! BENCHMARKS.md.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,17 +29,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The flags of `bench-node`, with the issue's defaults.
-struct Params {
-    concurrency: u32,
-    duration_secs: u32,
-    carts: u32,
-    mix: String,
-    skip_fsync: bool,
-    skip_peers: bool,
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub concurrency: u32,
+    pub duration_secs: u32,
+    pub carts: u32,
+    pub mix: String,
+    pub skip_fsync: bool,
+    pub skip_peers: bool,
+    /// Send the children's output and this module's progress lines to log files in the
+    /// run's directory instead of the terminal (bench-report draws its own progress).
+    pub quiet: bool,
 }
 
 impl Params {
-    fn parse(args: &[String]) -> Result<Params, String> {
+    pub fn parse(args: &[String]) -> Result<Params, String> {
         let mut p = Params {
             concurrency: 64,
             duration_secs: 20,
@@ -43,6 +51,7 @@ impl Params {
             mix: "add=70,read=20,remove=10".to_owned(),
             skip_fsync: false,
             skip_peers: false,
+            quiet: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -171,32 +180,53 @@ fn metric(text: &str, name: &str) -> f64 {
                 .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
-struct Run {
-    throughput: f64,
-    p99_ms: f64,
-    errors: f64,
+/// One `cart-load` run's figures (its JSON summary), plus the node's fsync counters.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub requests: f64,
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub errors: f64,
     /// fsync mode: (fsyncs per second, writes per fsync), from the node's metrics.
-    fsyncs: Option<(f64, f64)>,
+    pub fsyncs: Option<(f64, f64)>,
+}
+
+/// Prints a progress line, unless the run is quiet.
+fn say(p: &Params, msg: &str) {
+    if !p.quiet {
+        eprintln!("xtask: {msg}");
+    }
 }
 
 fn run_load(bin: &Path, target: &[String], p: &Params, json: &Path) -> Result<Run, String> {
-    let status = Command::new(bin)
-        .args(target)
-        .args(p.load_args())
-        .arg("--json")
-        .arg(json)
+    let mut cmd = Command::new(bin);
+    cmd.args(target).args(p.load_args()).arg("--json").arg(json);
+    if p.quiet {
+        let log = std::fs::File::create(json.with_extension("log")).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        cmd.stdout(log).stderr(err);
+    }
+    let status = cmd
         .status()
         .map_err(|e| format!("cannot run cart-load: {e}"))?;
     if !status.success() {
-        return Err(format!("cart-load failed ({status})"));
+        return Err(format!(
+            "cart-load failed ({status}; output in {})",
+            json.with_extension("log").display()
+        ));
     }
     let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
     Ok(Run {
+        requests: json_number(&text, "requests")?,
         throughput: json_number(&text, "throughput")?,
+        p50_ms: json_number(&text, "p50_ms")?,
         p99_ms: json_number(&text, "p99_ms")?,
+        p999_ms: json_number(&text, "p999_ms")?,
         errors: json_number(&text, "errors")?,
         fsyncs: None,
     })
@@ -234,7 +264,7 @@ fn node_run(
         .map_err(|e| format!("cannot start cart-store: {e}"))?;
     let _guard = Guard(child, "cart-store");
     wait_until("cart-store", || http_get(addr, "/health").is_ok())?;
-    eprintln!("xtask: node ({durability}) up on {addr}; loading it");
+    say(p, &format!("node ({durability}) up on {addr}; loading it"));
     let counters = |text: &str| {
         (
             metric(text, "cart_store_fsyncs_total"),
@@ -268,7 +298,7 @@ fn redis_run(load_bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
         .is_err()
     {
         if crate::is_root() && crate::has("apt-get") {
-            eprintln!("xtask: installing redis-server with apt-get");
+            say(p, "installing redis-server with apt-get");
             let ok = Command::new("sh")
                 .args([
                     "-c",
@@ -307,7 +337,7 @@ fn redis_run(load_bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
     let _guard = Guard(child, "redis-server");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_until("redis-server", || TcpStream::connect(addr).is_ok())?;
-    eprintln!("xtask: redis-server up on {addr}; loading it");
+    say(p, &format!("redis-server up on {addr}; loading it"));
     run_load(
         load_bin,
         &["--redis".to_owned(), format!("redis://{addr}/")],
@@ -317,14 +347,41 @@ fn redis_run(load_bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
 }
 
 /// What a replicated run measured besides the load's own figures.
-struct Replicated {
-    run: Run,
+#[derive(Clone, Debug)]
+pub struct Replicated {
+    pub run: Run,
     /// Replication frame bytes (both directions) per byte of delta shipped.
-    wire_per_delta: f64,
+    pub wire_per_delta: f64,
+    /// Replication frame bytes received by all three nodes (both directions, acks
+    /// included, QUIC headers not).
+    pub wire_bytes: f64,
+    /// Delta bytes shipped to the peers.
+    pub delta_bytes: f64,
     /// Deltas shipped to the peers.
-    deltas: f64,
-    /// Commit → peer acknowledgement, p50 and p99 upper bucket bounds, ms.
-    lag_ms: (f64, f64),
+    pub deltas: f64,
+    /// Local writes the node committed (its last seq): the load's writes plus the
+    /// node's own compaction writes.
+    pub writes: f64,
+    /// Of those, compaction writes (`cart_store_compaction_writes_total`).
+    pub compaction_writes: f64,
+    /// Commit → peer acknowledgement, p50, p90 and p99 upper bucket bounds, ms.
+    pub lag_ms: (f64, f64, f64),
+}
+
+/// Everything one `bench-node` run measured.
+#[derive(Clone, Debug)]
+pub struct NodeFigures {
+    pub params: Params,
+    /// One node, `durability = "process"`.
+    pub node: Run,
+    /// One node, `durability = "fsync"` (None with `--skip-fsync`).
+    pub fsync: Option<Run>,
+    /// redis-server, `appendonly yes`, `appendfsync everysec`.
+    pub redis: Run,
+    /// The first of three replicating nodes (None with `--skip-peers`).
+    pub replicated: Option<Replicated>,
+    /// Raw summaries and logs.
+    pub dir: PathBuf,
 }
 
 /// The `q` quantile's upper bucket bound of a Prometheus histogram (summed over labels), ms.
@@ -446,7 +503,10 @@ fn replicated_run(
                 .unwrap_or(false)
         })
     })?;
-    eprintln!("xtask: three replicating nodes up; loading {}", http[0]);
+    say(
+        p,
+        &format!("three replicating nodes up; loading {}", http[0]),
+    );
     let run = run_load(
         load_bin,
         &["--target".to_owned(), format!("http://{}", http[0])],
@@ -473,17 +533,30 @@ fn replicated_run(
         } else {
             f64::NAN
         },
+        wire_bytes: wire,
+        delta_bytes,
         deltas,
+        writes: metric(&texts[0], "cart_store_applied_seq"),
+        compaction_writes: metric(&texts[0], "cart_store_compaction_writes_total"),
         lag_ms: (
             histogram_quantile_ms(&texts[0], lag, 0.5),
+            histogram_quantile_ms(&texts[0], lag, 0.9),
             histogram_quantile_ms(&texts[0], lag, 0.99),
         ),
     })
 }
 
-/// Runs the whole comparison.
-pub fn bench_node(args: &[String]) -> Result<(), String> {
-    let p = Params::parse(args)?;
+/// The release binaries the measurements run: `cart-store`, `cart-load`, and cart-load's
+/// `heal_convergence` example (bench-report's convergence measurement). One cargo
+/// invocation, so features unify the same way for all of them and nothing rebuilds
+/// between `bench-node` and `bench-report`.
+pub struct Binaries {
+    pub node: PathBuf,
+    pub load: PathBuf,
+    pub heal: PathBuf,
+}
+
+pub fn build_release() -> Result<Binaries, String> {
     crate::cargo(&[
         "build",
         "--release",
@@ -491,29 +564,69 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
         "meridian-cart-store",
         "-p",
         "meridian-cart-load",
+        "--bins",
+        "--example",
+        "heal_convergence",
     ])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"));
-    let bin = target.join("release").join("cart-store");
-    let load_bin = target.join("release").join("cart-load");
+    let release = target.join("release");
+    Ok(Binaries {
+        node: release.join("cart-store"),
+        load: release.join("cart-load"),
+        heal: release.join("examples").join("heal_convergence"),
+    })
+}
+
+/// Runs every measurement of `bench-node` with the binaries already built; `step` is
+/// called before each one with its name (bench-report's progress display).
+pub fn measure(
+    bins: &Binaries,
+    p: &Params,
+    mut step: impl FnMut(&str),
+) -> Result<NodeFigures, String> {
     let dir = std::env::temp_dir().join(format!("meridian-bench-node-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-
-    let node = node_run(&bin, &load_bin, &dir, "process", &p)?;
+    step("one node (durability = process)");
+    let node = node_run(&bins.node, &bins.load, &dir, "process", p)?;
     let fsync = if p.skip_fsync {
         None
     } else {
-        Some(node_run(&bin, &load_bin, &dir, "fsync", &p)?)
+        step("one node (durability = fsync)");
+        Some(node_run(&bins.node, &bins.load, &dir, "fsync", p)?)
     };
-    let redis = redis_run(&load_bin, &dir, &p)?;
+    step("redis-server (appendfsync everysec)");
+    let redis = redis_run(&bins.load, &dir, p)?;
     let replicated = if p.skip_peers {
         None
     } else {
-        Some(replicated_run(&bin, &load_bin, &dir, &p)?)
+        step("three replicating nodes");
+        Some(replicated_run(&bins.node, &bins.load, &dir, p)?)
     };
+    Ok(NodeFigures {
+        params: p.clone(),
+        node,
+        fsync,
+        redis,
+        replicated,
+        dir,
+    })
+}
 
+/// Runs the whole comparison and prints it.
+pub fn bench_node(args: &[String]) -> Result<(), String> {
+    let p = Params::parse(args)?;
+    let bins = build_release()?;
+    let f = measure(&bins, &p, |_| {})?;
+    print(&f);
+    Ok(())
+}
+
+fn print(f: &NodeFigures) {
+    let (p, node, fsync, redis, replicated) =
+        (&f.params, &f.node, &f.fsync, &f.redis, &f.replicated);
     println!();
     println!(
         "bench-node: {} clients, {} s, mix {}, {} carts",
@@ -529,11 +642,11 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
             r.throughput, r.p99_ms, r.errors
         )
     };
-    row("cart-store (process)", &node);
+    row("cart-store (process)", node);
     if let Some(f) = &fsync {
         row("cart-store (fsync)", f);
     }
-    row("redis (appendfsync everysec)", &redis);
+    row("redis (appendfsync everysec)", redis);
     if let Some(r) = &replicated {
         row("cart-store (process, 2 peers)", &r.run);
     }
@@ -542,8 +655,9 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
         node.throughput / redis.throughput,
         node.p99_ms
     );
-    if let Some((ops, (per_sec, per_fsync))) =
-        fsync.and_then(|f| f.fsyncs.map(|x| (f.throughput, x)))
+    if let Some((ops, (per_sec, per_fsync))) = fsync
+        .as_ref()
+        .and_then(|f| f.fsyncs.map(|x| (f.throughput, x)))
     {
         println!(
             "  fsync mode: {ops:.0} ops/s with {per_sec:.0} fsyncs/s ({per_fsync:.1} writes per fsync)"
@@ -558,9 +672,8 @@ pub fn bench_node(args: &[String]) -> Result<(), String> {
             "  replication: {:.0} deltas shipped; {:.2} bytes of frames on the wire (both \
              directions, acks included, QUIC headers not) per byte of delta (target ≤ 1.5×); \
              commit → peer acknowledgement p50 ≤ {} ms, p99 ≤ {} ms (histogram bucket bounds)",
-            r.deltas, r.wire_per_delta, r.lag_ms.0, r.lag_ms.1
+            r.deltas, r.wire_per_delta, r.lag_ms.0, r.lag_ms.2
         );
     }
-    println!("  raw summaries and node logs: {}", dir.display());
-    Ok(())
+    println!("  raw summaries and node logs: {}", f.dir.display());
 }

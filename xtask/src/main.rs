@@ -7,7 +7,12 @@
 //! cargo xtask bench [ARGS]  run the criterion benches (release profile)
 //! cargo xtask bench-node    a release node under `cart-load`, against Redis
 //!                           (flags: --concurrency N --duration-secs N --carts N --mix SPEC
-//!                           --skip-fsync)
+//!                           --skip-fsync --skip-peers)
+//! cargo xtask bench-report [--quick] [FLAGS]
+//!                           every benchmark in one run (criterion, bench-node, convergence
+//!                           after a heal, cart size before and after compaction), with a
+//!                           progress display: writes BENCHMARKS.md and docs/bench/*.svg
+//!                           (about 15 min at most by default; `--help` lists the flags)
 //! cargo xtask fuzz [--seconds N] [--keep-going] [TARGET...]
 //!                           fuzz every decoder (cargo-fuzz, nightly) for N s per target
 //!                           (default 60); --keep-going continues past crashes;
@@ -27,7 +32,9 @@
 //! skip.
 
 mod bench_node;
+mod bench_report;
 mod fuzz;
+mod plot;
 
 use std::env;
 use std::path::PathBuf;
@@ -42,6 +49,7 @@ fn main() -> ExitCode {
         "demo" => setup().and_then(|()| demo(&rest)),
         "bench" => cargo(&[&["bench", "-p", "meridian"], &strs(&rest)[..]].concat()),
         "bench-node" => setup().and_then(|()| bench_node::bench_node(&rest)),
+        "bench-report" => setup().and_then(|()| bench_report::bench_report(&rest)),
         "fuzz" => fuzz::fuzz(&workspace_root(), &rest),
         "chaos" => setup().and_then(|()| chaos(&rest)),
         "setup" => setup(),
@@ -60,11 +68,14 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|bench-node|fuzz|chaos|setup> [ARGS]
+const USAGE: &str =
+    "usage: cargo xtask <test|demo|bench|bench-node|bench-report|fuzz|chaos|setup> [ARGS]
   test   check prerequisites, then run every test in the workspace
   demo   check prerequisites, then run the demo
   bench  run the criterion benches of the root package (release profile)
   bench-node  a release cart-store node under load, against redis-server, in one run
+  bench-report  [--quick] [FLAGS]: every benchmark in one run, written to BENCHMARKS.md
+         and docs/bench/*.svg (bench-report --help lists the flags)
   fuzz   [--seconds N] [--keep-going] [TARGET...]: fuzz every decoder, N s per target
          (--smoke: only the short pass that ends `test`)
   chaos  [--secs N] [--seed S]: partitions, kill -9 and a wiped node under load, in
