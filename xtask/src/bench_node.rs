@@ -37,6 +37,9 @@ pub struct Params {
     pub mix: String,
     pub skip_fsync: bool,
     pub skip_peers: bool,
+    /// Pin the server (node or Redis) to CPU 0 and the load generator to CPU 1 with
+    /// `taskset`, instead of letting them share both cores.
+    pub pin: bool,
     /// Send the children's output and this module's progress lines to log files in the
     /// run's directory instead of the terminal (bench-report draws its own progress).
     pub quiet: bool,
@@ -51,6 +54,7 @@ impl Params {
             mix: "add=70,read=20,remove=10".to_owned(),
             skip_fsync: false,
             skip_peers: false,
+            pin: false,
             quiet: false,
         };
         let mut it = args.iter();
@@ -71,10 +75,11 @@ impl Params {
                 "--mix" => p.mix = value()?,
                 "--skip-fsync" => p.skip_fsync = true,
                 "--skip-peers" => p.skip_peers = true,
+                "--pin" => p.pin = true,
                 other => {
                     return Err(format!(
                         "unknown bench-node flag {other:?} (--concurrency N, --duration-secs N, \
-                         --carts N, --mix SPEC, --skip-fsync, --skip-peers)"
+                         --carts N, --mix SPEC, --skip-fsync, --skip-peers, --pin)"
                     ))
                 }
             }
@@ -203,8 +208,23 @@ fn say(p: &Params, msg: &str) {
     }
 }
 
+/// `program` as a command, pinned to `cpu` with `taskset` when `p.pin`.
+fn pinned(program: impl AsRef<std::ffi::OsStr>, cpu: u32, p: &Params) -> Command {
+    if p.pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpu.to_string()]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// With `--pin`: the server's core and the load generator's.
+const SERVER_CPU: u32 = 0;
+const LOAD_CPU: u32 = 1;
+
 fn run_load(bin: &Path, target: &[String], p: &Params, json: &Path) -> Result<Run, String> {
-    let mut cmd = Command::new(bin);
+    let mut cmd = pinned(bin, LOAD_CPU, p);
     cmd.args(target).args(p.load_args()).arg("--json").arg(json);
     if p.quiet {
         let log = std::fs::File::create(json.with_extension("log")).map_err(|e| e.to_string())?;
@@ -254,7 +274,7 @@ fn node_run(
     .map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join(format!("node-{durability}.log")))
         .map_err(|e| e.to_string())?;
-    let child = Command::new(bin)
+    let child = pinned(bin, SERVER_CPU, p)
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -318,7 +338,7 @@ fn redis_run(load_bin: &Path, dir: &Path, p: &Params) -> Result<Run, String> {
     let port = free_port()?;
     let redis_dir = dir.join("redis");
     std::fs::create_dir_all(&redis_dir).map_err(|e| e.to_string())?;
-    let child = Command::new("redis-server")
+    let child = pinned("redis-server", SERVER_CPU, p)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--appendonly",

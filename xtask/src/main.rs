@@ -7,7 +7,7 @@
 //! cargo xtask bench [ARGS]  run the criterion benches (release profile)
 //! cargo xtask bench-node    a release node under `cart-load`, against Redis
 //!                           (flags: --concurrency N --duration-secs N --carts N --mix SPEC
-//!                           --skip-fsync --skip-peers)
+//!                           --skip-fsync --skip-peers --pin: server on CPU 0, load on CPU 1)
 //! cargo xtask bench-report [--quick] [FLAGS]
 //!                           every benchmark in one run (criterion, bench-node, convergence
 //!                           after a heal, cart size before and after compaction), with a
