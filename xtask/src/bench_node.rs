@@ -40,6 +40,8 @@ pub struct Params {
     /// Pin the server (node or Redis) to CPU 0 and the load generator to CPU 1 with
     /// `taskset`, instead of letting them share both cores.
     pub pin: bool,
+    /// Also measure the node and Redis pinned (see `pin`), after the shared-core runs.
+    pub also_pinned: bool,
     /// Send the children's output and this module's progress lines to log files in the
     /// run's directory instead of the terminal (bench-report draws its own progress).
     pub quiet: bool,
@@ -55,6 +57,7 @@ impl Params {
             skip_fsync: false,
             skip_peers: false,
             pin: false,
+            also_pinned: false,
             quiet: false,
         };
         let mut it = args.iter();
@@ -400,6 +403,9 @@ pub struct NodeFigures {
     pub redis: Run,
     /// The first of three replicating nodes (None with `--skip-peers`).
     pub replicated: Option<Replicated>,
+    /// With `also_pinned`: the node (process) and Redis, each pinned to CPU 0 with the load
+    /// generator on CPU 1.
+    pub pinned: Option<(Run, Run)>,
     /// Raw summaries and logs.
     pub dir: PathBuf,
 }
@@ -625,12 +631,27 @@ pub fn measure(
         step("three replicating nodes");
         Some(replicated_run(&bins.node, &bins.load, &dir, p)?)
     };
+    let pinned = if p.also_pinned && !p.pin {
+        let pp = Params {
+            pin: true,
+            ..p.clone()
+        };
+        std::fs::create_dir_all(dir.join("pinned")).map_err(|e| e.to_string())?;
+        step("one node pinned to CPU 0, the load to CPU 1");
+        let node = node_run(&bins.node, &bins.load, &dir.join("pinned"), "process", &pp)?;
+        step("redis-server pinned to CPU 0, the load to CPU 1");
+        let redis = redis_run(&bins.load, &dir.join("pinned"), &pp)?;
+        Some((node, redis))
+    } else {
+        None
+    };
     Ok(NodeFigures {
         params: p.clone(),
         node,
         fsync,
         redis,
         replicated,
+        pinned,
         dir,
     })
 }
@@ -675,6 +696,14 @@ fn print(f: &NodeFigures) {
         node.throughput / redis.throughput,
         node.p99_ms
     );
+    if let Some((n, r)) = &f.pinned {
+        row("cart-store (process), pinned", n);
+        row("redis, pinned", r);
+        println!(
+            "  pinned (server on CPU 0, load on CPU 1): cart-store/redis {:.2}×",
+            n.throughput / r.throughput
+        );
+    }
     if let Some((ops, (per_sec, per_fsync))) = fsync
         .as_ref()
         .and_then(|f| f.fsyncs.map(|x| (f.throughput, x)))

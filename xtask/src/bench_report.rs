@@ -518,7 +518,7 @@ pub fn bench_report(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
 
     let steps = u64::from(!p.skip_criterion)
-        + if p.skip_node { 0 } else { 4 }
+        + if p.skip_node { 0 } else { 6 }
         + if p.skip_heal {
             0
         } else {
@@ -549,6 +549,7 @@ pub fn bench_report(args: &[String]) -> Result<(), String> {
             let np = bench_node::Params {
                 duration_secs: p.node_secs,
                 concurrency: p.node_concurrency,
+                also_pinned: true,
                 quiet: true,
                 ..bench_node::Params::parse(&[])?
             };
@@ -562,7 +563,7 @@ pub fn bench_report(args: &[String]) -> Result<(), String> {
             });
             bar.inc(1);
             if r.is_err() {
-                bar.set_position(bar.position().max(u64::from(!p.skip_criterion) + 4));
+                bar.set_position(bar.position().max(u64::from(!p.skip_criterion) + 6));
             }
             r
         }
@@ -976,6 +977,33 @@ impl Report<'_> {
         }
         row(w, "redis-server (`appendfsync everysec`)", redis);
         let _ = writeln!(w);
+        if let Some((node, pinned_redis)) = &f.pinned {
+            let _ = writeln!(
+                w,
+                "Pinned with `taskset`: the server (node or Redis) on CPU 0, the load \
+                 generator on CPU 1, the same load; ratios against pinned Redis.\n"
+            );
+            let _ = writeln!(w, "| target (pinned) | requests | ops/s | × redis | p50 | p99 | p99.9 | p99 × redis | errors |");
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for (name, r) in [
+                ("cart-store, `durability = \"process\"`, on one core", node),
+                ("redis-server, on one core", pinned_redis),
+            ] {
+                let _ = writeln!(
+                    w,
+                    "| {name} | {:.0} | {:.0} | {:.2}× | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}× | {:.0} |",
+                    r.requests,
+                    r.throughput,
+                    r.throughput / pinned_redis.throughput,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.p999_ms,
+                    r.p99_ms / pinned_redis.p99_ms,
+                    r.errors
+                );
+            }
+            let _ = writeln!(w);
+        }
         if let Some((per_sec, per_fsync)) = f.fsync.as_ref().and_then(|r| r.fsyncs) {
             let _ = writeln!(
                 w,
