@@ -30,6 +30,7 @@
 //! | `replication_log_retention_entries` | 1000000 | per origin, delta log entries kept for a peer that has not acknowledged them; a peer further behind is repaired by anti-entropy |
 //! | `anti_entropy_bytes_per_sec` | 8388608 | rate limit of the cart states anti-entropy ships, all peers together |
 //! | `compaction_interval_ms` | 200 | how often this region's causally stable adds are coalesced (0 disables compaction) |
+//! | `compaction_line_adds_min` | 8 | a line is compacted once it holds this many of this region's adds (so at most this many per region before they are coalesced) |
 //! | `compaction_queue_max` | 262144 | most local adds waiting for causal stability to be compacted; past it new adds are not queued (a cart's later add covers them) |
 //!
 //! Each `[[peers]]` entry is `region` (its TLS name), `address` (`host:port`, UDP) and,
@@ -177,6 +178,9 @@ pub struct Config {
     /// Most local adds queued for compaction.
     #[serde(default = "defaults::compaction_queue_max")]
     pub compaction_queue_max: u64,
+    /// A line is compacted once it holds this many of this region's adds.
+    #[serde(default = "defaults::compaction_line_adds_min")]
+    pub compaction_line_adds_min: u64,
     #[serde(skip)]
     unknown: Vec<String>,
 }
@@ -216,6 +220,7 @@ const KNOWN_KEYS: &[&str] = &[
     "anti_entropy_bytes_per_sec",
     "compaction_interval_ms",
     "compaction_queue_max",
+    "compaction_line_adds_min",
 ];
 
 /// The default of every defaulted key, written once: the config, [`ServerSettings`]'s
@@ -299,6 +304,9 @@ pub mod defaults {
     pub fn compaction_queue_max() -> u64 {
         r::COMPACTION_QUEUE_MAX_DEFAULT as u64
     }
+    pub fn compaction_line_adds_min() -> u64 {
+        meridian_cart_store_core::node::COMPACTION_LINE_ADDS_MIN_DEFAULT as u64
+    }
 }
 
 /// A config that cannot be used; the message names the file, key and fix.
@@ -377,6 +385,8 @@ impl Config {
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             max_clock_offset: self.max_clock_offset(),
             clock_bound_override: self.clock_bound_override,
+            compaction_line_adds_min: usize::try_from(self.compaction_line_adds_min)
+                .unwrap_or(usize::MAX),
         }
     }
 
@@ -443,7 +453,7 @@ impl Config {
     }
 
     /// Every numeric key with its value and allowed range: `(key, value, min, max)`.
-    fn ranges(&self) -> [(&'static str, u64, u64, u64); 23] {
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 24] {
         let cart_bytes_hi = (crate::codec::VALUE_BYTES_MAX - 1) as u64;
         [
             (
@@ -558,6 +568,12 @@ impl Config {
                 self.compaction_queue_max,
                 0,
                 1 << 24,
+            ),
+            (
+                "compaction_line_adds_min",
+                self.compaction_line_adds_min,
+                2,
+                1 << 20,
             ),
         ]
     }

@@ -74,7 +74,10 @@ fn a_busy_line_stays_small_in_every_region() {
     let mut cluster = Cluster::start_with(
         3,
         None,
-        &format!("cart_bytes_max = {CART_BYTES_MAX}\ncompaction_interval_ms = 50\n"),
+        &format!(
+            "cart_bytes_max = {CART_BYTES_MAX}\ncompaction_interval_ms = 50\n\
+             compaction_line_adds_min = 2\n"
+        ),
     );
     cluster.wait_connected(Duration::from_secs(30));
     let started = Instant::now();
@@ -159,7 +162,11 @@ fn without_compaction_the_same_line_fills_the_cart() {
 /// queue and `/replication` shows for how long; once tokyo is back they are compacted.
 #[test]
 fn a_region_away_stalls_compaction_visibly_and_it_resumes() {
-    let mut cluster = Cluster::start_with(3, None, "compaction_interval_ms = 50\n");
+    let mut cluster = Cluster::start_with(
+        3,
+        None,
+        "compaction_interval_ms = 50\ncompaction_line_adds_min = 2\n",
+    );
     cluster.wait_connected(Duration::from_secs(30));
     const TOKYO: usize = 2;
     cluster.kill9(TOKYO);

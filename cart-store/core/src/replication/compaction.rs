@@ -9,8 +9,8 @@
 //! elsewhere after only some of the adds arrived would drop too little or too much.)
 //!
 //! What this module does:
-//! - The node reports, for each committed local add that left its line with two or more of
-//!   this node's adds, `(cart, seq, dot counter)` ([`Committed::compactable`](crate::node::Committed)).
+//! - The node reports, for each committed local add that left its line with at least
+//!   `NodeConfig::compaction_line_adds_min` (8) of this node's adds, `(cart, seq, dot counter)` ([`Committed::compactable`](crate::node::Committed)).
 //!   They queue here in seq order (bounded: [`ReplicationConfig::compaction_queue_max`](super::ReplicationConfig)).
 //! - Each round, the queued adds whose seq is causally stable are taken off the front
 //!   (at most [`COMPACTION_CARTS_PER_ROUND`] carts a round); each cart gets one

@@ -109,7 +109,12 @@ impl Cluster {
                 storage: MemStorage::new(),
                 clock: ManualClock::new(EPOCH_MS),
                 skew_ms: spec.skew_ms,
-                node_config: NodeConfig::new(node_id),
+                // Compact a line from its second add, so that compactions race the removes
+                // still in flight as often as possible.
+                node_config: NodeConfig {
+                    compaction_line_adds_min: 2,
+                    ..NodeConfig::new(node_id)
+                },
                 config: spec.config,
                 replica: None,
                 restart_at_ms: 0,
