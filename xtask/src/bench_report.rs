@@ -954,20 +954,22 @@ impl Report<'_> {
         );
         let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let redis = &f.redis;
-        let row = |w: &mut String, name: &str, r: &Run| {
+        // One table row, with ratios against `base` (Redis, in the same setup).
+        let row_against = |w: &mut String, name: &str, r: &Run, base: &Run| {
             let _ = writeln!(
                 w,
                 "| {name} | {:.0} | {:.0} | {:.2}× | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}× | {:.0} |",
                 r.requests,
                 r.throughput,
-                r.throughput / redis.throughput,
+                r.throughput / base.throughput,
                 r.p50_ms,
                 r.p99_ms,
                 r.p999_ms,
-                r.p99_ms / redis.p99_ms,
+                r.p99_ms / base.p99_ms,
                 r.errors
             );
         };
+        let row = |w: &mut String, name: &str, r: &Run| row_against(w, name, r, redis);
         row(w, "cart-store, `durability = \"process\"`", &f.node);
         if let Some(r) = &f.fsync {
             row(w, "cart-store, `durability = \"fsync\"`", r);
@@ -989,18 +991,7 @@ impl Report<'_> {
                 ("cart-store, `durability = \"process\"`, on one core", node),
                 ("redis-server, on one core", pinned_redis),
             ] {
-                let _ = writeln!(
-                    w,
-                    "| {name} | {:.0} | {:.0} | {:.2}× | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}× | {:.0} |",
-                    r.requests,
-                    r.throughput,
-                    r.throughput / pinned_redis.throughput,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.p999_ms,
-                    r.p99_ms / pinned_redis.p99_ms,
-                    r.errors
-                );
+                row_against(w, name, r, pinned_redis);
             }
             let _ = writeln!(w);
         }
