@@ -56,12 +56,18 @@ const LOAD_CARTS: u64 = 2000;
 /// Writes per second per region during the partition load.
 const LOAD_RATE_PER_REGION: u64 = 100;
 
-struct Region {
-    name: &'static str,
-    http: SocketAddr,
-    faults: Faults,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// One region of [`start_regions`], running in this process.
+pub struct Region {
+    /// Its name (one of [`REGIONS`]).
+    pub name: &'static str,
+    /// Where its HTTP API listens.
+    pub http: SocketAddr,
+    /// Its transport's cut/heal hook.
+    pub faults: Faults,
+    /// Send to stop it (gracefully).
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Its server task; await it after `stop`.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// Colours for a terminal; nothing otherwise.
@@ -104,7 +110,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let headline = |s: &str| println!("\n{}", style.paint("1", s));
 
     headline("Three regions, every one accepting writes, replicating over QUIC with mutual TLS");
-    let regions = start_regions(dir.path(), &opts).await?;
+    let regions = start_regions(dir.path(), opts.latency_percent).await?;
     for r in &regions {
         say(
             r.name,
@@ -368,7 +374,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_regions(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Region>> {
+/// The three [`REGIONS`] in this process, with data and development certificates under
+/// `dir`, replicating over QUIC on loopback with `latency_percent` of [`latency_ms`] as
+/// simulated one-way latency (0: none).
+pub async fn start_regions(dir: &Path, latency_percent: u64) -> anyhow::Result<Vec<Region>> {
     let names: Vec<String> = REGIONS.iter().map(|(r, _)| (*r).to_owned()).collect();
     let certs = dir.join("certs");
     crate::certs::write_dev_certs(&certs, &names)?;
@@ -381,7 +390,7 @@ async fn start_regions(dir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<Reg
         let mut peers = String::new();
         for (j, (other, _)) in REGIONS.iter().enumerate() {
             if i != j {
-                let ms = latency_ms(name, other) * opts.latency_percent / 100;
+                let ms = latency_ms(name, other) * latency_percent / 100;
                 peers += &format!(
                     "[[peers]]\nregion = \"{other}\"\naddress = \"127.0.0.1:{}\"\nsimulated_latency_ms = {ms}\n",
                     peer_ports[j]

@@ -24,27 +24,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use meridian_cart_store::demo::call;
-use meridian_cart_store::server::Server;
-use meridian_cart_store::transport::Faults;
-use meridian_cart_store::Config;
+use meridian_cart_store::demo::{call, start_regions, Region};
 use serde::Serialize;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const REGIONS: [&str; 3] = ["virginia", "frankfurt", "tokyo"];
 /// Concurrent writers per region.
 const WRITERS: usize = 8;
-
-struct Region {
-    name: &'static str,
-    http: SocketAddr,
-    faults: Faults,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
 
 /// One measured point.
 #[derive(Serialize)]
@@ -165,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn measure(dir: &Path, n: u64, timeout: Duration) -> anyhow::Result<Point> {
-    let regions = start_regions(dir).await?;
+    let regions = start_regions(dir, 0).await?;
     let result = measure_on(&regions, n, timeout).await;
     for r in regions {
         let _ = r.stop.send(());
@@ -447,65 +435,4 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
-}
-
-async fn start_regions(dir: &Path) -> anyhow::Result<Vec<Region>> {
-    let names: Vec<String> = REGIONS.iter().map(|r| (*r).to_owned()).collect();
-    let certs = dir.join("certs");
-    meridian_cart_store::certs::write_dev_certs(&certs, &names)?;
-    let peer_ports: Vec<u16> = REGIONS
-        .iter()
-        .map(|_| {
-            std::net::UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .map(|a| a.port())
-        })
-        .collect::<Result<_, _>>()?;
-    let mut out = Vec::new();
-    for (i, name) in REGIONS.iter().enumerate() {
-        let mut peers = String::new();
-        for (j, other) in REGIONS.iter().enumerate() {
-            if i != j {
-                peers += &format!(
-                    "[[peers]]\nregion = \"{other}\"\naddress = \"127.0.0.1:{}\"\n",
-                    peer_ports[j]
-                );
-            }
-        }
-        let text = format!(
-            "region = \"{name}\"\nnode_id = {id}\ndata_dir = \"{data}\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             peer_listen = \"127.0.0.1:{port}\"\nreplication_forward_after_ms = 500\n\
-             peer_reconnect_delay_max_ms = 500\n\
-             [tls]\nca_cert = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}.key\"\n{peers}",
-            id = i + 1,
-            data = dir.join(name).display(),
-            port = peer_ports[i],
-            c = certs.display(),
-        );
-        let config = Config::parse(&text)?;
-        let server = Server::start(&config).await?;
-        let faults = server
-            .faults()
-            .cloned()
-            .context("replication did not start")?;
-        let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
-        let http = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await?;
-            Ok(())
-        });
-        out.push(Region {
-            name,
-            http,
-            faults,
-            stop,
-            task,
-        });
-    }
-    Ok(out)
 }
